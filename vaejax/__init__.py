@@ -1,0 +1,33 @@
+"""vaejax: variational autoencoders in JAX and Flax NNX."""
+
+from vaejax.elbo import ElboTerms
+from vaejax.elbo import elbo
+from vaejax.elbo import iwae_bound
+from vaejax.elbo import negative_elbo
+from vaejax.elbo import reparameterize
+from vaejax.kl import diag_gaussian_kl
+from vaejax.kl import gaussian_kl
+from vaejax.kl import gaussian_kl_tril
+from vaejax.kl import standard_normal_kl
+from vaejax.likelihoods import bernoulli_log_prob
+from vaejax.likelihoods import gaussian_log_prob
+from vaejax.linear_gaussian import LinearGaussian
+from vaejax.linear_gaussian import make_linear_gaussian
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "ElboTerms",
+    "LinearGaussian",
+    "bernoulli_log_prob",
+    "diag_gaussian_kl",
+    "elbo",
+    "gaussian_kl",
+    "gaussian_kl_tril",
+    "gaussian_log_prob",
+    "iwae_bound",
+    "make_linear_gaussian",
+    "negative_elbo",
+    "reparameterize",
+    "standard_normal_kl",
+)

@@ -1,0 +1,158 @@
+"""The evidence lower bound and the importance-weighted bound.
+
+For a latent-variable model p(x, z) = p(x|z) p(z) and an approximate posterior
+q(z|x),
+
+  log p(x) - KL(q(z|x) || p(z|x)) = E_q[log p(x|z)] - KL(q(z|x) || p(z)),
+
+the right-hand side is the ELBO; the training loss is -ELBO. The prior is
+p(z) = N(0, I) and q(z|x) = N(mean(x), diag(exp(log_var(x)))).
+
+A `model` is anything with two methods, for ONE example:
+
+  model.encode(x) -> (mean, log_var)     each `[latent_dim]`
+  model.log_likelihood(x, z) -> scalar   log p(x|z)
+
+so users can plug in their own networks. The functions here take one example;
+`negative_elbo` is the batched loss.
+"""
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vaejax import kl as kl_lib
+from vaejax import likelihoods
+
+
+class ElboTerms(NamedTuple):
+  """The ELBO of one example and its two parts, in nats.
+
+  Attributes:
+    elbo: log_likelihood - beta * kl.
+    log_likelihood: Monte Carlo estimate of E_q[log p(x|z)], the
+      reconstruction term.
+    kl: KL(q(z|x) || p(z)), closed form or estimated.
+  """
+  elbo: jax.Array
+  log_likelihood: jax.Array
+  kl: jax.Array
+
+
+def reparameterize(key, mean, log_var, num_samples=None):
+  """Draws z = mean + exp(log_var / 2) * eps with eps ~ N(0, I).
+
+  Args:
+    key: a `jax.random.key`.
+    mean: `[L]` posterior mean.
+    log_var: `[L]` posterior log-variance.
+    num_samples: None for one draw of shape `[L]`, or K for `[K, L]`.
+
+  Returns:
+    `[L]` or `[K, L]` samples, differentiable in `mean` and `log_var`.
+  """
+  std = jnp.exp(0.5 * log_var)
+  if num_samples is None:
+    return mean + std * jax.random.normal(key, mean.shape, mean.dtype)
+  eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
+  return mean[None] + std[None] * eps
+
+
+def _standard_normal_log_prob(z):
+  """log N(z; 0, I)."""
+  return -0.5 * jnp.sum(math.log(2.0 * math.pi) + jnp.square(z))
+
+
+def _log_weights(model, x, mean, log_var, z):
+  """log p(x|z_k) and log q(z_k|x) - log p(z_k) for draws z `[K, L]`."""
+
+  def one_draw(z):
+    log_likelihood = model.log_likelihood(x, z)
+    log_q = likelihoods.gaussian_log_prob(mean, log_var, z)
+    return log_likelihood, log_q - _standard_normal_log_prob(z)
+
+  return jax.vmap(one_draw)(z)
+
+
+def elbo(model, x, key, *, num_samples=1, beta=1.0, analytic_kl=True):
+  """The ELBO of one example, E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)).
+
+  Args:
+    model: has `encode(x) -> (mean, log_var)` and `log_likelihood(x, z)`.
+    x: one example, e.g. `[D]`.
+    key: a `jax.random.key` for the reparameterized draws.
+    num_samples: K, the number of draws z_k ~ q(z|x) averaged in the
+      reconstruction term.
+    beta: weight of the KL term (1 for the ELBO proper).
+    analytic_kl: True for the closed form `standard_normal_kl`; False for the
+      estimate 1/K sum_k [log q(z_k|x) - log p(z_k)] on the same draws.
+
+  Returns:
+    `ElboTerms` of scalars: elbo = log_likelihood - beta * kl.
+  """
+  mean, log_var = model.encode(x)
+  z = reparameterize(key, mean, log_var, num_samples)
+  log_likelihoods, log_ratios = _log_weights(model, x, mean, log_var, z)
+  log_likelihood = jnp.mean(log_likelihoods)
+  if analytic_kl:
+    kl = kl_lib.standard_normal_kl(mean, log_var)
+  else:
+    kl = jnp.mean(log_ratios)
+  return ElboTerms(log_likelihood - beta * kl, log_likelihood, kl)
+
+
+def iwae_bound(model, x, key, num_samples):
+  """The importance-weighted bound of Burda et al. (2015) for one example.
+
+    L_K = log (1/K sum_k p(x, z_k) / q(z_k|x)),   z_k ~ q(z|x),
+
+  evaluated with logsumexp. L_1 is the ELBO estimate with `analytic_kl=False`
+  on the same draw; E[L_K] rises with K towards log p(x), which makes L_K at
+  large K the standard estimate of log p(x) (test NLL = -L_K).
+
+  Args:
+    model: has `encode(x) -> (mean, log_var)` and `log_likelihood(x, z)`.
+    x: one example, e.g. `[D]`.
+    key: a `jax.random.key` for the draws.
+    num_samples: K.
+
+  Returns:
+    The scalar bound in nats.
+
+  References:
+    Burda, Grosse, Salakhutdinov. Importance Weighted Autoencoders. 2015.
+  """
+  mean, log_var = model.encode(x)
+  z = reparameterize(key, mean, log_var, num_samples)
+  log_likelihoods, log_ratios = _log_weights(model, x, mean, log_var, z)
+  log_weights = log_likelihoods - log_ratios
+  return jax.nn.logsumexp(log_weights) - math.log(num_samples)
+
+
+def negative_elbo(model, batch, key, *, num_samples=1, beta=1.0,
+                  analytic_kl=True):
+  """The training loss: the mean over a batch of -ELBO.
+
+  Each example gets its own key, split from `key`, and `elbo` is vmapped over
+  the batch.
+
+  Args:
+    model: has `encode(x) -> (mean, log_var)` and `log_likelihood(x, z)`.
+    batch: `[B, ...]` examples.
+    key: a `jax.random.key`.
+    num_samples: draws per example, as in `elbo`.
+    beta: weight of the KL term, as in `elbo`.
+    analytic_kl: as in `elbo`.
+
+  Returns:
+    (loss, terms): the scalar mean of -elbo over the batch, and the
+    per-example `ElboTerms`, each `[B]`.
+  """
+  keys = jax.random.split(key, batch.shape[0])
+  per_example = functools.partial(
+      elbo, model, num_samples=num_samples, beta=beta, analytic_kl=analytic_kl)
+  terms = jax.vmap(per_example)(batch, keys)
+  return -jnp.mean(terms.elbo), terms

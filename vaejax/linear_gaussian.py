@@ -1,0 +1,105 @@
+"""A linear-Gaussian latent model: a VAE whose log p(x) is known exactly.
+
+  z ~ N(0, I_L),   x | z ~ N(W z + b, sigma^2 I_D),
+
+so the marginal is x ~ N(b, W W^T + sigma^2 I) and the posterior is Gaussian,
+
+  p(z|x) = N(S W^T (x - b) / sigma^2, S),   S = (I + W^T W / sigma^2)^-1.
+
+When the columns of W are orthogonal, W^T W = diag(||w_k||^2) and the exact
+posterior is diagonal, var_k = sigma^2 / (sigma^2 + ||w_k||^2): it lies inside
+the VAE's family q(z|x) = N(mean, diag(exp(log_var))). With this posterior as
+the encoder, log p(x, z) - log q(z|x) = log p(x) for every z, so the ELBO is
+tight; with any other encoder it lies below log p(x) by KL(q || p(z|x)). This
+makes the model a reference for the ELBO and the importance-weighted bound, and
+its samples a dataset whose true log-likelihood is known.
+"""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vaejax import likelihoods
+
+
+class LinearGaussian(NamedTuple):
+  """Parameters of the model, with the `encode` / `log_likelihood` protocol.
+
+  `encode` returns the exact posterior when the columns of `weight` are
+  orthogonal (as `make_linear_gaussian` builds them).
+
+  Attributes:
+    weight: `[D, L]` W.
+    bias: `[D]` b.
+    log_var: scalar log sigma^2, the observation noise.
+  """
+  weight: jax.Array
+  bias: jax.Array
+  log_var: jax.Array
+
+  def encode(self, x):
+    """The posterior p(z|x) as (mean `[L]`, log_var `[L]`)."""
+    noise_var = jnp.exp(self.log_var)
+    column_sq_norms = jnp.sum(jnp.square(self.weight), axis=0)
+    post_var = noise_var / (noise_var + column_sq_norms)
+    post_mean = post_var * (self.weight.T @ (x - self.bias)) / noise_var
+    return post_mean, jnp.log(post_var)
+
+  def log_likelihood(self, x, z):
+    """log p(x|z) = log N(x; W z + b, sigma^2 I)."""
+    return likelihoods.gaussian_log_prob(
+        self.weight @ z + self.bias, self.log_var, x)
+
+  def log_marginal(self, x):
+    """log p(x) = log N(x; b, W W^T + sigma^2 I), by a Cholesky factor."""
+    data_dim = self.bias.shape[0]
+    cov = self.weight @ self.weight.T + jnp.exp(self.log_var) * jnp.eye(
+        data_dim, dtype=self.weight.dtype)
+    scale_tril = jnp.linalg.cholesky(cov)
+    whitened = jax.scipy.linalg.solve_triangular(
+        scale_tril, x - self.bias, lower=True)
+    half_log_det = jnp.sum(jnp.log(jnp.diagonal(scale_tril)))
+    return -0.5 * (data_dim * math.log(2.0 * math.pi)
+                   + jnp.sum(jnp.square(whitened))) - half_log_det
+
+  def sample(self, key, num_samples):
+    """Draws `[num_samples, D]` examples x ~ p(x)."""
+    z_key, noise_key = jax.random.split(key)
+    latent_dim = self.weight.shape[1]
+    data_dim = self.bias.shape[0]
+    dtype = self.weight.dtype
+    z = jax.random.normal(z_key, (num_samples, latent_dim), dtype)
+    noise = jax.random.normal(noise_key, (num_samples, data_dim), dtype)
+    return z @ self.weight.T + self.bias[None] + jnp.exp(0.5 * self.log_var) * noise
+
+
+def make_linear_gaussian(key, data_dim, latent_dim, *, noise_std=0.5,
+                         dtype=jnp.float32):
+  """A random model whose W has orthogonal columns, so `encode` is exact.
+
+  W = U diag(s) with U `[D, L]` orthonormal columns (from a QR decomposition)
+  and column norms s spread over [1, 3]; b ~ N(0, I).
+
+  Args:
+    key: a `jax.random.key`.
+    data_dim: D.
+    latent_dim: L, at most D.
+    noise_std: sigma, the observation noise.
+    dtype: the parameters' floating dtype.
+
+  Returns:
+    A `LinearGaussian`.
+  """
+  if not 1 <= latent_dim <= data_dim:
+    raise ValueError(
+        f'latent_dim must be in [1, data_dim={data_dim}], got {latent_dim}')
+  weight_key, bias_key = jax.random.split(key)
+  basis, _ = jnp.linalg.qr(
+      jax.random.normal(weight_key, (data_dim, latent_dim), dtype))
+  scales = jnp.linspace(1.0, 3.0, latent_dim, dtype=dtype)
+  return LinearGaussian(
+      weight=basis * scales[None],
+      bias=jax.random.normal(bias_key, (data_dim,), dtype),
+      log_var=jnp.asarray(2.0 * math.log(noise_std), dtype))
