@@ -1,0 +1,156 @@
+"""Flax NNX VAEs: an MLP and a convolutional model, for one example at a time.
+
+The modules hold parameters only (no RNG streams, no losses) and implement the
+protocol of `vaejax.elbo`:
+
+  encode(x) -> (mean, log_var)    x `[H, W, C]`, mean and log_var `[L]`
+  log_likelihood(x, z) -> scalar  log p(x|z)
+  decode(z) -> `[H, W, C]`        Bernoulli logits, or the Gaussian mean
+  sample(key, num) -> `[num, H, W, C]`  decoder means at z ~ N(0, I)
+
+Batch with `jax.vmap`; `nnx.split(model, nnx.Param)` gives the trainable
+arrays. Expressible architectures include the Flax example (784-500-20, ReLU),
+Kingma & Welling 2013 (one 500-unit tanh layer) and Burda et al. 2015
+(784-200-200-50, tanh).
+"""
+
+import functools
+import math
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+from vaejax import likelihoods
+
+ACTIVATIONS = {
+    'relu': jax.nn.relu,
+    'tanh': jnp.tanh,
+    'elu': jax.nn.elu,
+    'gelu': jax.nn.gelu,
+    'softplus': jax.nn.softplus,
+    'swish': jax.nn.swish,
+    'leaky_relu': jax.nn.leaky_relu,
+}
+
+KERNEL_INITS = {
+    'lecun_normal': nnx.initializers.lecun_normal(),  # Flax's default
+    'glorot_normal': nnx.initializers.glorot_normal(),
+    'glorot_uniform': nnx.initializers.glorot_uniform(),
+    'he_normal': nnx.initializers.he_normal(),
+    'normal': nnx.initializers.normal(0.01),  # N(0, 0.01^2), Kingma & Welling
+}
+
+LIKELIHOODS = ('bernoulli', 'gaussian')
+
+
+class VAE(nnx.Module):
+  """Shared likelihood and protocol; subclasses build `encoder` and `decoder`.
+
+  `encoder` maps one example to `[2 L]` (mean, then log-variance); `decoder`
+  maps `[L]` to the data shape. For the Gaussian likelihood the observation
+  log-variance is a learned per-pixel parameter (independent of z) or fixed.
+  """
+
+  def __init__(self, data_shape, latent_dim, likelihood, gaussian_variance):
+    if likelihood not in LIKELIHOODS:
+      raise ValueError(f'unknown likelihood {likelihood!r}; known: {LIKELIHOODS}')
+    self.data_shape = tuple(data_shape)
+    self.latent_dim = latent_dim
+    self.likelihood = likelihood
+    if likelihood == 'gaussian' and gaussian_variance == 'learned':
+      self.observation_log_var = nnx.Param(jnp.zeros(self.data_shape))
+    elif likelihood == 'gaussian':
+      self.observation_log_var = math.log(float(gaussian_variance))
+
+  def encode(self, x):
+    mean, log_var = jnp.split(self.encoder(x), 2)
+    return mean, log_var
+
+  def decode(self, z):
+    return self.decoder(z)
+
+  def log_likelihood(self, x, z):
+    output = self.decode(z)
+    if self.likelihood == 'bernoulli':
+      return likelihoods.bernoulli_log_prob(output, x)
+    log_var = self.observation_log_var
+    log_var = log_var[...] if isinstance(log_var, nnx.Variable) else log_var
+    return likelihoods.gaussian_log_prob(output, jnp.asarray(log_var, output.dtype), x)
+
+  def mean_image(self, z):
+    """E[x|z]: pixel probabilities (Bernoulli) or the mean (Gaussian)."""
+    output = self.decode(z)
+    return jax.nn.sigmoid(output) if self.likelihood == 'bernoulli' else output
+
+  def sample(self, key, num):
+    """Decoder means at `num` draws from the prior, `[num, H, W, C]`."""
+    z = jax.random.normal(key, (num, self.latent_dim))
+    return jax.vmap(self.mean_image)(z)
+
+
+def _flatten(x):
+  return jnp.reshape(x, (-1,))
+
+
+class MLPVAE(VAE):
+  """Fully connected encoder and decoder; the decoder mirrors `hidden_dims`.
+
+  Encoder: flatten -> [Linear(h) -> act] for h in hidden_dims -> Linear(2 L).
+  Decoder: [Linear(h) -> act] for h in reversed(hidden_dims) -> Linear(D).
+  """
+
+  def __init__(self, data_shape, latent_dim, *, hidden_dims=(500,),
+               activation='relu', kernel_init='lecun_normal',
+               likelihood='bernoulli', gaussian_variance='learned', rngs):
+    super().__init__(data_shape, latent_dim, likelihood, gaussian_variance)
+    act = ACTIVATIONS[activation]
+    init = KERNEL_INITS[kernel_init]
+    linear = functools.partial(nnx.Linear, kernel_init=init, rngs=rngs)
+    data_dim = math.prod(self.data_shape)
+    widths = [data_dim, *hidden_dims]
+    layers = [_flatten]
+    for d_in, d_out in zip(widths, widths[1:]):
+      layers += [linear(d_in, d_out), act]
+    self.encoder = nnx.Sequential(*layers, linear(widths[-1], 2 * latent_dim))
+    widths = [latent_dim, *reversed(hidden_dims)]
+    layers = []
+    for d_in, d_out in zip(widths, widths[1:]):
+      layers += [linear(d_in, d_out), act]
+    self.decoder = nnx.Sequential(
+        *layers, linear(widths[-1], data_dim),
+        functools.partial(jnp.reshape, shape=self.data_shape))
+
+
+class ConvVAE(VAE):
+  """Convolutional encoder and decoder for `[H, W, C]` images, H and W divisible by 4.
+
+  Encoder: Conv(c1, 3x3, stride 2) -> act -> Conv(c2, 3x3, stride 2) -> act ->
+  flatten -> Linear(2 L). Decoder: Linear -> act -> reshape to
+  `[H/4, W/4, c2]` -> ConvTranspose(c1, stride 2) -> act ->
+  ConvTranspose(C, stride 2).
+  """
+
+  def __init__(self, data_shape, latent_dim, *, channels=(32, 64),
+               activation='relu', kernel_init='lecun_normal',
+               likelihood='bernoulli', gaussian_variance='learned', rngs):
+    super().__init__(data_shape, latent_dim, likelihood, gaussian_variance)
+    height, width, in_channels = self.data_shape
+    if height % 4 or width % 4:
+      raise ValueError(f'the conv VAE needs H and W divisible by 4, got {data_shape}')
+    act = ACTIVATIONS[activation]
+    init = KERNEL_INITS[kernel_init]
+    c1, c2 = channels
+    conv = functools.partial(nnx.Conv, kernel_size=(3, 3), strides=2,
+                             kernel_init=init, rngs=rngs)
+    deconv = functools.partial(nnx.ConvTranspose, kernel_size=(3, 3), strides=2,
+                               kernel_init=init, rngs=rngs)
+    linear = functools.partial(nnx.Linear, kernel_init=init, rngs=rngs)
+    inner_shape = (height // 4, width // 4, c2)
+    self.encoder = nnx.Sequential(
+        conv(in_channels, c1), act, conv(c1, c2), act, _flatten,
+        linear(math.prod(inner_shape), 2 * latent_dim))
+    self.decoder = nnx.Sequential(
+        linear(latent_dim, math.prod(inner_shape)), act,
+        functools.partial(jnp.reshape, shape=inner_shape),
+        deconv(c2, c1), act, deconv(c1, in_channels))
