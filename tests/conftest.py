@@ -6,9 +6,16 @@ numerics), with the `dtype` fixture set to float64 and tolerances to match.
 `make test` runs both.
 """
 
+import os
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import pytest
+
+from vaejax import data
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def pytest_addoption(parser):
@@ -20,6 +27,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
   config.addinivalue_line(
       'markers', 'float64: numerics that run again in float64 under --x64')
+  config.addinivalue_line(
+      'markers', 'real_data: needs the offline MNIST files (skips without them)')
   # Implicit rank promotion hides shape bugs ([B] + [B, 1] -> [B, B]).
   jax.config.update('jax_numpy_rank_promotion', 'raise')
   if config.getoption('--x64'):
@@ -46,3 +55,23 @@ def tol(dtype):
   """tol(float32_value, float64_value) picks the tolerance for `dtype`."""
   return lambda float32, float64: (
       float64 if jnp.dtype(dtype) == jnp.float64 else float32)
+
+
+def manual_dir_root():
+  """The offline dataset files: $VAEJAX_TFDS_MANUAL_DIR, else ../shared/data."""
+  root = os.environ.get(data.MANUAL_DIR_ENV) or REPO_ROOT.parent / 'shared' / 'data'
+  return pathlib.Path(root)
+
+
+@pytest.fixture(scope='session')
+def tfds_dirs(tmp_path_factory):
+  """(tfds_data_dir, tfds_manual_dir) for the real datasets, or a skip.
+
+  The data dir is new for the session, so the tests prepare the datasets
+  from the manual dir exactly as a user's first run does.
+  """
+  root = manual_dir_root()
+  if not (root / 'binarized_mnist').is_dir():
+    pytest.skip(f'no offline dataset files in {root}: set '
+                f'${data.MANUAL_DIR_ENV} to a TFDS manual-dir root')
+  return tmp_path_factory.mktemp('tensorflow_datasets'), root

@@ -1,0 +1,116 @@
+"""vaejax.data: the generated dataset, checks, clear failures, and real MNIST."""
+
+import time
+import urllib.error
+
+import jax
+import numpy as np
+import pytest
+
+from vaejax import data
+
+
+def test_linear_gaussian_is_fixed_and_its_log_marginal_is_the_models():
+  first = data.load('linear_gaussian')
+  again = data.load('linear_gaussian')
+  spec = first.spec
+  for split, size in zip(('train', 'valid', 'test'), spec.sizes):
+    x = getattr(first, split)
+    assert x.shape == (size, *spec.image_shape) and x.dtype == np.float32
+    np.testing.assert_array_equal(x, getattr(again, split))
+  model = data.generating_model()
+  flat = first.test.reshape(len(first.test), -1)
+  np.testing.assert_allclose(first.test_log_marginal,
+                             jax.vmap(model.log_marginal)(flat), rtol=1e-6)
+  # Samples of the model: their mean log-density is minus the Gaussian's
+  # entropy, D/2 (1 + log 2 pi) + 1/2 log det S, up to sampling error.
+  cov = np.asarray(model.weight, np.float64) @ np.asarray(model.weight).T
+  cov += np.exp(float(model.log_var)) * np.eye(len(cov))
+  entropy = 0.5 * len(cov) * (1 + np.log(2 * np.pi)) + 0.5 * np.linalg.slogdet(cov)[1]
+  # Var[log p(x)] = D / 2 for a Gaussian: 5 standard errors.
+  assert abs(-first.test_log_marginal.mean() - entropy) < 5 * np.sqrt(
+      len(cov) / 2 / len(flat))
+
+
+def test_unknown_dataset_names_the_known_ones():
+  with pytest.raises(data.DataError, match='unknown dataset .*binarized_mnist'):
+    data.load('cifar100')
+
+
+@pytest.mark.parametrize('split, array, message', [
+    ('train', np.zeros((5, 28, 28), np.uint8), 'shape'),
+    ('valid', np.zeros((5, 28, 28, 1), np.float32), 'uint8'),
+    ('test', np.full((5, 28, 28, 1), 7, np.uint8), 'binary'),
+])
+def test_check_rejects_wrong_shape_dtype_and_range(split, array, message):
+  good = np.zeros((5, 28, 28, 1), np.uint8)
+  splits = dict(train=good, valid=good, test=good)
+  splits[split] = array
+  dataset = data.Dataset(data.get_spec('binarized_mnist'), **splits)
+  with pytest.raises(data.DataError, match=f'split {split}.*{message}'):
+    data.check(dataset)
+
+
+def test_missing_manual_files_fail_at_once_naming_files_and_flag(tmp_path):
+  (tmp_path / 'manual' / 'binarized_mnist').mkdir(parents=True)
+  (tmp_path / 'manual' / 'binarized_mnist' / 'binarized_mnist_train.amat').touch()
+  start = time.perf_counter()
+  with pytest.raises(data.DataError) as error:
+    data.load('binarized_mnist', tfds_data_dir=tmp_path / 'tfds',
+              tfds_manual_dir=tmp_path / 'manual')
+  assert time.perf_counter() - start < 5
+  message = str(error.value)
+  assert '\n' not in message
+  for part in ('binarized_mnist', '--tfds_manual_dir', 'binarized_mnist_valid.amat',
+               'binarized_mnist_test.amat'):
+    assert part in message
+
+
+def test_no_network_and_no_files_fail_at_once(tmp_path, monkeypatch):
+  def no_network(*args, **kwargs):
+    raise urllib.error.URLError('Name or service not known')
+
+  monkeypatch.setattr(data.urllib.request, 'urlopen', no_network)
+  with pytest.raises(data.DataError) as error:
+    data.load('mnist', tfds_data_dir=tmp_path)
+  message = str(error.value)
+  assert '\n' not in message
+  for part in ('mnist', 'cannot be downloaded', '--tfds_manual_dir',
+               'train-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'):
+    assert part in message
+
+
+def read_amat(path, num_rows):
+  """The first rows of a Larochelle .amat file: 784 space-separated 0/1 per line."""
+  with open(path) as f:
+    return np.array([[int(v) for v in next(f).split()] for _ in range(num_rows)],
+                    np.uint8)
+
+
+@pytest.mark.real_data
+def test_real_binarized_mnist(tfds_dirs):
+  data_dir, manual_root = tfds_dirs
+  dataset = data.load('binarized_mnist', tfds_data_dir=data_dir,
+                      tfds_manual_dir=manual_root)
+  assert [len(x) for x in (dataset.train, dataset.valid, dataset.test)] == [
+      50_000, 10_000, 10_000]
+  assert dataset.train.dtype == np.uint8 and dataset.train.max() == 1
+  # The same images as the raw files, read without TFDS (which reorders them).
+  for split in ('train', 'valid', 'test'):
+    images = {x.tobytes() for x in getattr(dataset, split).reshape(-1, 784)}
+    raw = read_amat(manual_root / 'binarized_mnist' / f'binarized_mnist_{split}.amat', 5)
+    assert all(row.tobytes() in images for row in raw), split
+  # Mean pixel intensity of binarized MNIST is about 0.13.
+  assert 0.1 < dataset.train.mean() < 0.16
+
+
+@pytest.mark.real_data
+def test_real_mnist_holds_out_the_last_10000_training_images(tfds_dirs):
+  data_dir, manual_root = tfds_dirs
+  dataset = data.load('mnist', tfds_data_dir=data_dir, tfds_manual_dir=manual_root)
+  assert [len(x) for x in (dataset.train, dataset.valid, dataset.test)] == [
+      50_000, 10_000, 10_000]
+  assert dataset.train.dtype == np.uint8 and dataset.train.max() == 255
+  # No image is in both the training and the validation split.
+  train_hashes = {x.tobytes() for x in dataset.train}
+  assert sum(x.tobytes() in train_hashes for x in dataset.valid) < 10

@@ -1,0 +1,253 @@
+"""Datasets held whole in memory: TFDS image datasets and an exact generated one.
+
+A dataset is loaded once into NumPy arrays (uint8 images, about 50 MB for
+MNIST) with train / validation / test splits; the trainer puts it on the
+device once. Datasets:
+
+| name              | source                         | splits (train / valid / test)          | pixels |
+| ----------------- | ------------------------------ | -------------------------------------- | ------ |
+| `binarized_mnist` | TFDS, Larochelle's fixed binarization | 50,000 / 10,000 / 10,000        | {0, 1} |
+| `mnist`           | TFDS                           | train[:50000] / train[50000:] / test   | 0..255 |
+| `fashion_mnist`   | TFDS                           | train[:50000] / train[50000:] / test   | 0..255 |
+| `linear_gaussian` | generated (`linear_gaussian.py`) | 2,000 / 500 / 500, 8x8x1 real values | real   |
+
+`mnist` and `fashion_mnist` have no validation split in TFDS: the last 10,000
+training images are held out as validation, the first 50,000 are trained on.
+
+TFDS datasets are read from `tfds_data_dir` once prepared there. An unprepared
+dataset is prepared from a manual dir, `<tfds_manual_dir>/<name>/` holding the
+files the TFDS builder downloads, or else downloaded by TFDS as usual.
+Preparing needs TensorFlow; reading a prepared dataset does not.
+"""
+
+import dataclasses
+import importlib.util
+import os
+import pathlib
+import urllib.error
+import urllib.request
+
+import jax
+import numpy as np
+
+from vaejax import linear_gaussian
+
+# Environment variable giving the default manual-dir root (one folder per
+# dataset), so that tests and Makefiles find offline copies of the files.
+MANUAL_DIR_ENV = 'VAEJAX_TFDS_MANUAL_DIR'
+
+
+class DataError(ValueError):
+  """A dataset cannot be loaded; the message says what to do, in one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """What is known of a dataset before loading it.
+
+  Attributes:
+    name: the dataset's name (`--dataset`).
+    pixels: 'binary' ({0, 1}), 'grey' (0..255 uint8) or 'real' (float32).
+    image_shape: `(H, W, C)` of one example.
+    sizes: examples in train, validation and test.
+    files: for TFDS datasets, the files of its manual dir.
+    url: where TFDS downloads `files[0]` from, probed before a download.
+    tfds_splits: TFDS split names read for train, validation and test; a
+      validation of None is carved from the end of train.
+  """
+  name: str
+  pixels: str
+  image_shape: tuple[int, int, int]
+  sizes: tuple[int, int, int]
+  files: tuple[str, ...] = ()
+  url: str | None = None
+  tfds_splits: tuple[str, str | None, str] = ('train', None, 'test')
+
+
+_MNIST_FILES = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz',
+                't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
+
+DATASETS = {
+    'binarized_mnist': DatasetSpec(
+        'binarized_mnist', 'binary', (28, 28, 1), (50_000, 10_000, 10_000),
+        files=('binarized_mnist_train.amat', 'binarized_mnist_valid.amat',
+               'binarized_mnist_test.amat'),
+        url='http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_train.amat',
+        tfds_splits=('train', 'validation', 'test')),
+    'mnist': DatasetSpec(
+        'mnist', 'grey', (28, 28, 1), (50_000, 10_000, 10_000),
+        files=_MNIST_FILES,
+        url='https://storage.googleapis.com/cvdf-datasets/mnist/train-images-idx3-ubyte.gz'),
+    'fashion_mnist': DatasetSpec(
+        'fashion_mnist', 'grey', (28, 28, 1), (50_000, 10_000, 10_000),
+        files=_MNIST_FILES,
+        url='http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz'),
+    'linear_gaussian': DatasetSpec(
+        'linear_gaussian', 'real', (8, 8, 1), (2000, 500, 500)),
+}
+
+# mnist / fashion_mnist: the last this-many training images are the validation set.
+NUM_HELD_OUT = 10_000
+
+# linear_gaussian: the fixed model that generates it.
+_GENERATED_LATENT_DIM = 4
+_GENERATED_NOISE_STD = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A dataset in memory.
+
+  Attributes:
+    spec: its `DatasetSpec`.
+    train: `[N, H, W, C]` training examples (uint8, or float32 for 'real').
+    valid: `[N_valid, H, W, C]` validation examples.
+    test: `[N_test, H, W, C]` test examples.
+    test_log_marginal: `[N_test]` true log p(x) of the test examples, where
+      the generating model is known (`linear_gaussian`); else None.
+  """
+  spec: DatasetSpec
+  train: np.ndarray
+  valid: np.ndarray
+  test: np.ndarray
+  test_log_marginal: np.ndarray | None = None
+
+
+def get_spec(name):
+  """The `DatasetSpec` of `name`, or a `DataError` naming the known ones."""
+  if name not in DATASETS:
+    raise DataError(
+        f'unknown dataset {name!r}; known: {", ".join(sorted(DATASETS))}')
+  return DATASETS[name]
+
+
+def default_manual_dir():
+  """The manual-dir root from $VAEJAX_TFDS_MANUAL_DIR, or None."""
+  return os.environ.get(MANUAL_DIR_ENV) or None
+
+
+def load(name, *, tfds_data_dir=None, tfds_manual_dir=None):
+  """Loads dataset `name` whole into memory, preparing it first if needed.
+
+  Args:
+    name: a key of `DATASETS`.
+    tfds_data_dir: where TFDS keeps prepared datasets; None for TFDS's
+      default (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`).
+    tfds_manual_dir: a root holding one folder per dataset,
+      `<root>/<name>/`, with the files the TFDS builder downloads.
+
+  Returns:
+    A `Dataset`.
+
+  Raises:
+    DataError: with a one-line message, if the dataset cannot be had.
+  """
+  spec = get_spec(name)
+  if spec.name == 'linear_gaussian':
+    dataset = _generate_linear_gaussian(spec)
+  else:
+    dataset = _load_tfds(spec, tfds_data_dir, tfds_manual_dir)
+  check(dataset)
+  return dataset
+
+
+def generating_model():
+  """The fixed `LinearGaussian` model that `linear_gaussian` is sampled from."""
+  data_dim = int(np.prod(DATASETS['linear_gaussian'].image_shape))
+  return linear_gaussian.make_linear_gaussian(
+      jax.random.key(20131220), data_dim, _GENERATED_LATENT_DIM,
+      noise_std=_GENERATED_NOISE_STD)
+
+
+def _generate_linear_gaussian(spec):
+  model = generating_model()
+  x = np.asarray(model.sample(jax.random.key(0), sum(spec.sizes)), np.float32)
+  num_train, num_valid, _ = spec.sizes
+  train, valid, test = np.split(x, [num_train, num_train + num_valid])
+  log_marginal = np.asarray(jax.jit(jax.vmap(model.log_marginal))(test))
+  shape = (-1, *spec.image_shape)
+  return Dataset(spec, train.reshape(shape), valid.reshape(shape),
+                 test.reshape(shape), test_log_marginal=log_marginal)
+
+
+def check(dataset):
+  """Validates shapes, dtypes and value ranges once, after loading."""
+  spec = dataset.spec
+  for split in ('train', 'valid', 'test'):
+    x = getattr(dataset, split)
+    where = f'dataset {spec.name}, split {split}'
+    if x.ndim != 4 or x.shape[1:] != spec.image_shape or len(x) == 0:
+      raise DataError(f'{where}: expected [N>0, {", ".join(map(str, spec.image_shape))}] '
+                      f'examples, got shape {x.shape}')
+    if spec.pixels == 'real':
+      if x.dtype != np.float32 or not np.all(np.isfinite(x)):
+        raise DataError(f'{where}: expected finite float32 values')
+      continue
+    if x.dtype != np.uint8:
+      raise DataError(f'{where}: expected uint8 pixels, got {x.dtype}')
+    if spec.pixels == 'binary' and x.max() > 1:
+      raise DataError(f'{where}: expected binary pixels in {{0, 1}}, '
+                      f'found the value {x.max()}')
+
+
+def _load_tfds(spec, data_dir, manual_root):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  builder = tfds.builder(spec.name, data_dir=data_dir)
+  if not builder.is_prepared():
+    _prepare(builder, spec, manual_root)
+  train_split, valid_split, test_split = spec.tfds_splits
+  read = lambda split: _read_split(tfds, spec.name, split, builder.data_dir)
+  train, test = read(train_split), read(test_split)
+  if valid_split is None:
+    train, valid = train[:-NUM_HELD_OUT], train[-NUM_HELD_OUT:]
+  else:
+    valid = read(valid_split)
+  dataset = Dataset(spec, train, valid, test)
+  sizes = tuple(len(x) for x in (train, valid, test))
+  if sizes != spec.sizes:
+    raise DataError(f'dataset {spec.name}: expected {spec.sizes} examples in '
+                    f'train, validation and test, read {sizes}')
+  return dataset
+
+
+def _read_split(tfds, name, split, prepared_dir):
+  # The version folder's parent's parent is the data dir TFDS was given.
+  data_dir = pathlib.Path(prepared_dir).parent.parent
+  source = tfds.data_source(name, split=split, data_dir=data_dir,
+                            download=False)
+  examples = source.__getitems__(range(len(source)))
+  return np.stack([example['image'] for example in examples])
+
+
+def _prepare(builder, spec, manual_root):
+  """Prepares `builder` from the manual dir, or by download if there is none."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  files = ', '.join(spec.files)
+  if manual_root:
+    manual_dir = pathlib.Path(manual_root) / spec.name
+    missing = [f for f in spec.files if not (manual_dir / f).is_file()]
+    if missing:
+      raise DataError(
+          f'dataset {spec.name}: --tfds_manual_dir={manual_root} needs the '
+          f'folder {manual_dir} with {files}; missing: {", ".join(missing)}')
+  else:
+    manual_dir = None
+    try:
+      urllib.request.urlopen(
+          urllib.request.Request(spec.url, method='HEAD'), timeout=10).close()
+    except (urllib.error.URLError, OSError) as e:
+      reason = getattr(e, 'reason', e)
+      raise DataError(
+          f'dataset {spec.name} is not prepared in {builder.data_dir} and '
+          f'cannot be downloaded ({reason}): pass --tfds_manual_dir=ROOT with '
+          f'ROOT/{spec.name}/ holding {files}') from None
+  if importlib.util.find_spec('tensorflow') is None:
+    raise DataError(
+        f'preparing dataset {spec.name} needs TensorFlow, which is not '
+        f"installed: pip install 'vaejax[data]' (or tensorflow-cpu)")
+  builder.download_and_prepare(
+      file_format='array_record',
+      download_config=tfds.download.DownloadConfig(
+          manual_dir=None if manual_dir is None else str(manual_dir)))
