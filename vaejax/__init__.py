@@ -3,6 +3,7 @@
 from vaejax.elbo import ElboTerms
 from vaejax.elbo import elbo
 from vaejax.elbo import iwae_bound
+from vaejax.elbo import log_importance_weights
 from vaejax.elbo import negative_elbo
 from vaejax.elbo import reparameterize
 from vaejax.kl import diag_gaussian_kl
@@ -26,6 +27,7 @@ __all__ = (
     "gaussian_kl_tril",
     "gaussian_log_prob",
     "iwae_bound",
+    "log_importance_weights",
     "make_linear_gaussian",
     "negative_elbo",
     "reparameterize",

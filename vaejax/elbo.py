@@ -104,6 +104,24 @@ def elbo(model, x, key, *, num_samples=1, beta=1.0, analytic_kl=True):
   return ElboTerms(log_likelihood - beta * kl, log_likelihood, kl)
 
 
+def log_importance_weights(model, x, key, num_samples):
+  """log w_k = log p(x, z_k) - log q(z_k|x) for K draws z_k ~ q(z|x).
+
+  Args:
+    model: has `encode(x) -> (mean, log_var)` and `log_likelihood(x, z)`.
+    x: one example, e.g. `[D]`.
+    key: a `jax.random.key` for the draws.
+    num_samples: K.
+
+  Returns:
+    `[K]` log-weights; `iwae_bound` is their log-mean-exp.
+  """
+  mean, log_var = model.encode(x)
+  z = reparameterize(key, mean, log_var, num_samples)
+  log_likelihoods, log_ratios = _log_weights(model, x, mean, log_var, z)
+  return log_likelihoods - log_ratios
+
+
 def iwae_bound(model, x, key, num_samples):
   """The importance-weighted bound of Burda et al. (2015) for one example.
 
@@ -125,10 +143,7 @@ def iwae_bound(model, x, key, num_samples):
   References:
     Burda, Grosse, Salakhutdinov. Importance Weighted Autoencoders. 2015.
   """
-  mean, log_var = model.encode(x)
-  z = reparameterize(key, mean, log_var, num_samples)
-  log_likelihoods, log_ratios = _log_weights(model, x, mean, log_var, z)
-  log_weights = log_likelihoods - log_ratios
+  log_weights = log_importance_weights(model, x, key, num_samples)
   return jax.nn.logsumexp(log_weights) - math.log(num_samples)
 
 
