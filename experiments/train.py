@@ -1,0 +1,31 @@
+r"""Trains one VAE and evaluates it: flags -> TrainConfig -> train_and_evaluate.
+
+  python -m experiments.train --workdir=/tmp/vae \
+      --flagfile=experiments/flags/flax_example.flags
+
+Running the same command again resumes from the last checkpoint in --workdir.
+Every flag is a field of vaejax.config.TrainConfig; --helpfull lists them.
+"""
+
+from absl import app
+from absl import flags
+
+from vaejax import config as config_lib
+from vaejax import data
+from vaejax import train
+
+config_lib.define_flags()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  try:
+    config = config_lib.from_flags()
+    train.train_and_evaluate(config)
+  except (config_lib.ConfigError, data.DataError, train.TrainingError) as e:
+    raise SystemExit(f'error: {e}') from None
+
+
+if __name__ == '__main__':
+  app.run(main)

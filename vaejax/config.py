@@ -1,0 +1,268 @@
+"""The training configuration: one dataclass, its absl flags, and its checks.
+
+Every field of `TrainConfig` is a flag of `experiments.train` (and of the
+sweep), with the field's default and help text, so flags, config.json and the
+library never disagree. `validate` checks everything that can be checked
+before any data is loaded or anything compiled, and raises `ConfigError` with
+a one-line message.
+"""
+
+import dataclasses
+import json
+import math
+import pathlib
+import tempfile
+import typing
+
+from absl import flags
+
+from vaejax import data
+from vaejax import files
+from vaejax import nets
+
+
+class ConfigError(ValueError):
+  """A bad flag value or combination; the message is one line."""
+
+
+def _field(default, help_text):
+  return dataclasses.field(default=default, metadata={'help': help_text})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything that defines a training run."""
+  workdir: str = _field(
+      '', 'Directory for checkpoints, metrics, results and images. Running '
+      'the same command again resumes the run.')
+  dataset: str = _field(
+      'binarized_mnist', f'One of: {", ".join(sorted(data.DATASETS))}.')
+  tfds_data_dir: str | None = _field(
+      None, 'Where TFDS keeps prepared datasets (default: TFDS\'s own, '
+      '$TFDS_DATA_DIR or ~/tensorflow_datasets).')
+  tfds_manual_dir: str | None = _field(
+      None, 'A root with one folder per dataset, ROOT/<dataset>/, holding the '
+      'files the TFDS builder downloads; used to prepare a dataset offline. '
+      f'Default: ${data.MANUAL_DIR_ENV}.')
+  dynamic_binarization: bool = _field(
+      False, 'Grey-level datasets only: draw every pixel from Bernoulli(x / 255) '
+      'afresh each step (Burda et al. 2015); evaluation sets are binarized once '
+      'with a fixed key.')
+  architecture: str = _field('mlp', 'mlp or conv.')
+  latent_dim: int = _field(20, 'Dimension of z.')
+  hidden_dims: tuple[int, ...] = _field(
+      (500,), 'MLP hidden layer widths, encoder order; the decoder mirrors them.')
+  conv_channels: tuple[int, ...] = _field(
+      (32, 64), 'Conv: the channels of the two stride-2 convolutions.')
+  activation: str = _field('relu', f'One of: {", ".join(nets.ACTIVATIONS)}.')
+  kernel_init: str = _field(
+      'lecun_normal', f'Weight initialiser, one of: {", ".join(nets.KERNEL_INITS)}.')
+  likelihood: str = _field(
+      'bernoulli', 'bernoulli (binary pixels: binarized data or '
+      '--dynamic_binarization) or gaussian.')
+  gaussian_variance: str = _field(
+      'learned', 'Gaussian likelihood: "learned" (a per-pixel parameter) or a '
+      'fixed variance, e.g. 0.01.')
+  num_epochs: int = _field(10, 'Training epochs.')
+  batch_size: int = _field(128, 'Examples per training step.')
+  optimizer: str = _field('adam', 'adam, adamw or adagrad.')
+  learning_rate: float = _field(1e-3, 'Peak learning rate.')
+  lr_schedule: str = _field(
+      'constant', 'constant, or cosine (decay to 0 over the run).')
+  adam_b1: float = _field(0.9, 'Adam beta1.')
+  adam_b2: float = _field(0.999, 'Adam beta2.')
+  adam_eps: float = _field(1e-8, 'Adam epsilon.')
+  grad_clip_norm: float = _field(
+      0.0, 'Clip gradients to this global norm; 0 turns clipping off.')
+  beta: float = _field(1.0, 'Weight of the KL term (1 is the ELBO).')
+  kl_warmup_epochs: float = _field(
+      0.0, 'Ramp the KL weight linearly from 0 to --beta over this many epochs.')
+  num_samples: int = _field(
+      1, 'Monte Carlo draws of z per example in the training ELBO.')
+  analytic_kl: bool = _field(
+      True, 'Closed-form KL in the training ELBO (else the sampled estimate).')
+  seed: int = _field(0, 'Seed of every random draw of the run.')
+  eval_batch_size: int = _field(
+      500, 'Examples per evaluation batch (memory only, not results).')
+  eval_iwae_samples: int = _field(
+      1000, 'K of the final importance-weighted test NLL.')
+  iwae_chunk_size: int = _field(
+      1 << 16, 'Examples x samples evaluated at once by the IWAE estimate; '
+      'bounds memory whatever K (memory only, not results when K fits).')
+  checkpoints_to_keep: int = _field(3, 'Checkpoints kept in the workdir.')
+  progress: bool = _field(
+      True, 'A progress bar on stderr (only when it is a terminal).')
+
+  @property
+  def spec(self):
+    return data.get_spec(self.dataset)
+
+
+# Fields that do not change what a run computes: a resumed run may differ here.
+NON_SEMANTIC_FIELDS = frozenset({
+    'workdir', 'tfds_data_dir', 'tfds_manual_dir', 'progress',
+    'eval_batch_size', 'iwae_chunk_size'})
+
+
+def define_flags(config_class=TrainConfig, flag_values=flags.FLAGS):
+  """Defines one absl flag per field of `config_class`."""
+  for field in dataclasses.fields(config_class):
+    kind = _base_type(field.type)
+    help_text = field.metadata['help']
+    if kind is bool:
+      flags.DEFINE_bool(field.name, field.default, help_text, flag_values=flag_values)
+    elif kind is int:
+      flags.DEFINE_integer(field.name, field.default, help_text, flag_values=flag_values)
+    elif kind is float:
+      flags.DEFINE_float(field.name, field.default, help_text, flag_values=flag_values)
+    elif kind is tuple:
+      flags.DEFINE_list(field.name, [str(v) for v in field.default], help_text,
+                        flag_values=flag_values)
+    else:
+      flags.DEFINE_string(field.name, field.default, help_text, flag_values=flag_values)
+
+
+def from_flags(config_class=TrainConfig, flag_values=flags.FLAGS):
+  """Builds `config_class` from parsed flags."""
+  values = {}
+  for field in dataclasses.fields(config_class):
+    value = flag_values[field.name].value
+    if _base_type(field.type) is tuple:
+      value = _parse_ints(field.name, value)
+    values[field.name] = value
+  if values.get('tfds_manual_dir') is None and 'tfds_manual_dir' in values:
+    values['tfds_manual_dir'] = data.default_manual_dir()
+  return config_class(**values)
+
+
+def _base_type(annotation):
+  if typing.get_origin(annotation) is tuple:
+    return tuple
+  args = [a for a in typing.get_args(annotation) if a is not type(None)]
+  return args[0] if args else annotation
+
+
+def _parse_ints(name, values):
+  try:
+    return tuple(int(v) for v in values)
+  except ValueError:
+    raise ConfigError(
+        f'--{name} takes comma-separated integers, got {",".join(values)!r}') from None
+
+
+def to_json(config):
+  return json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True)
+
+
+def validate(config):
+  """Checks every field and combination; raises `ConfigError` (one line)."""
+  c = config
+  if not c.workdir:
+    raise ConfigError('--workdir is required')
+  try:
+    spec = c.spec
+  except data.DataError as e:
+    raise ConfigError(str(e)) from None
+  _check_choice('architecture', c.architecture, ('mlp', 'conv'))
+  _check_choice('activation', c.activation, nets.ACTIVATIONS)
+  _check_choice('kernel_init', c.kernel_init, nets.KERNEL_INITS)
+  _check_choice('likelihood', c.likelihood, nets.LIKELIHOODS)
+  _check_choice('optimizer', c.optimizer, ('adam', 'adamw', 'adagrad'))
+  _check_choice('lr_schedule', c.lr_schedule, ('constant', 'cosine'))
+  _check_positive('latent_dim', c.latent_dim)
+  _check_positive('num_epochs', c.num_epochs)
+  _check_positive('batch_size', c.batch_size)
+  _check_positive('num_samples', c.num_samples)
+  _check_positive('eval_batch_size', c.eval_batch_size)
+  _check_positive('eval_iwae_samples', c.eval_iwae_samples)
+  _check_positive('iwae_chunk_size', c.iwae_chunk_size)
+  _check_positive('checkpoints_to_keep', c.checkpoints_to_keep)
+  _check_positive('learning_rate', c.learning_rate)
+  _check_positive('adam_eps', c.adam_eps)
+  for name in ('adam_b1', 'adam_b2'):
+    if not 0 <= getattr(c, name) < 1:
+      raise ConfigError(f'--{name} must be in [0, 1), got {getattr(c, name)}')
+  for name in ('grad_clip_norm', 'beta', 'kl_warmup_epochs', 'seed'):
+    value = getattr(c, name)
+    if not (math.isfinite(value) and value >= 0):
+      raise ConfigError(f'--{name} must be a finite number >= 0, got {value}')
+  if c.architecture == 'mlp':
+    if not c.hidden_dims or min(c.hidden_dims) < 1:
+      raise ConfigError(
+          f'--hidden_dims must be one or more positive widths, got '
+          f'{",".join(map(str, c.hidden_dims)) or "nothing"}')
+  else:
+    if len(c.conv_channels) != 2 or min(c.conv_channels) < 1:
+      raise ConfigError('--conv_channels must be two positive channel counts')
+    height, width, _ = spec.image_shape
+    if height % 4 or width % 4:
+      raise ConfigError(f'--architecture=conv needs image sides divisible by 4; '
+                        f'{spec.name} has {height}x{width}')
+  if c.batch_size > spec.sizes[0]:
+    raise ConfigError(f'--batch_size={c.batch_size} is larger than the '
+                      f'{spec.sizes[0]} training examples of {spec.name}')
+  if c.likelihood == 'gaussian' and c.gaussian_variance != 'learned':
+    try:
+      variance = float(c.gaussian_variance)
+    except ValueError:
+      variance = -1.0
+    if not (math.isfinite(variance) and variance > 0):
+      raise ConfigError(f'--gaussian_variance must be "learned" or a positive '
+                        f'number, got {c.gaussian_variance!r}')
+  _check_likelihood_fits_data(c, spec)
+
+
+def _check_likelihood_fits_data(c, spec):
+  if c.dynamic_binarization and spec.pixels != 'grey':
+    raise ConfigError(f'--dynamic_binarization needs grey-level data; '
+                      f'{spec.name} has {spec.pixels} values')
+  if c.likelihood == 'bernoulli' and spec.pixels == 'grey' and not c.dynamic_binarization:
+    raise ConfigError(f'--likelihood=bernoulli needs binary pixels: {spec.name} '
+                      'has grey levels; add --dynamic_binarization or use '
+                      '--likelihood=gaussian')
+  if c.likelihood == 'bernoulli' and spec.pixels == 'real':
+    raise ConfigError(f'--likelihood=bernoulli needs binary pixels: {spec.name} '
+                      'has real values; use --likelihood=gaussian')
+
+
+def _check_choice(name, value, choices):
+  if value not in choices:
+    raise ConfigError(f'--{name}={value!r} is not one of: {", ".join(choices)}')
+
+
+def _check_positive(name, value):
+  if not (math.isfinite(value) and value > 0):
+    raise ConfigError(f'--{name} must be positive, got {value}')
+
+
+def prepare_workdir(config):
+  """Creates the workdir, checks it is writable and holds no other run.
+
+  Writes config.json for a new run. A workdir whose config.json differs from
+  `config` in a field that changes results is refused, naming the fields.
+  """
+  workdir = pathlib.Path(config.workdir)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write_test'):
+      pass
+  except OSError as e:
+    raise ConfigError(f'--workdir={config.workdir} is not writable: '
+                      f'{e.strerror or e}') from None
+  path = workdir / 'config.json'
+  if path.exists():
+    try:
+      saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+      raise ConfigError(f'{path} is unreadable ({e}); use a new --workdir') from None
+    current = json.loads(to_json(config))
+    differing = sorted(
+        k for k in set(saved) | set(current)
+        if k not in NON_SEMANTIC_FIELDS and saved.get(k) != current.get(k))
+    if differing:
+      changes = ', '.join(
+          f'--{k} ({saved.get(k)!r} there, {current.get(k)!r} now)' for k in differing)
+      raise ConfigError(f'--workdir={config.workdir} holds a run with other '
+                        f'flags: {changes}; use a new --workdir')
+  else:
+    files.write_atomic(path, to_json(config) + '\n')

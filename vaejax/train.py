@@ -1,0 +1,451 @@
+"""Training and evaluation: one compiled program per epoch, checkpoints, outputs.
+
+An epoch is ONE jit-compiled program: the training set stays on the device and
+`jax.lax.scan` runs over its batches. All randomness derives from the run key
+by `fold_in`: the data order from the epoch, each step's draws from the global
+step, so a resumed run draws exactly the numbers of an uninterrupted one.
+
+A run writes to its workdir: config.json, metrics.jsonl (one line per epoch),
+results.json (final test ELBO, IWAE NLL, active units, KL per dimension),
+checkpoints/ (orbax, the last few epochs), tensorboard/, and PNG images.
+"""
+
+import dataclasses
+import functools
+import math
+import pathlib
+import sys
+import time
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from vaejax import checkpoint
+from vaejax import config as config_lib
+from vaejax import data
+from vaejax import files
+from vaejax import kl as kl_lib
+from vaejax import nets
+from vaejax import plots
+# vaejax.elbo, the module, is shadowed by the function it exports.
+from vaejax.elbo import elbo
+from vaejax.elbo import iwae_bound
+from vaejax.elbo import log_importance_weights
+from vaejax.elbo import negative_elbo
+
+# Burda et al. (2015): a unit is active when Var_x(E_q[z_u | x]) > 0.01.
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+# Evaluation sets of grey-level data under dynamic binarization are binarized
+# once, with this fixed key, so that every run is scored on the same bits.
+_EVAL_BINARIZATION_SEED = 1234
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (e.g. a non-finite loss); the message is one line."""
+
+
+def build_model(config, key):
+  """The VAE of `config`, its parameters initialised from `key`."""
+  common = dict(activation=config.activation, kernel_init=config.kernel_init,
+                likelihood=config.likelihood,
+                gaussian_variance=config.gaussian_variance,
+                rngs=nnx.Rngs(params=key))
+  shape = config.spec.image_shape
+  if config.architecture == 'conv':
+    return nets.ConvVAE(shape, config.latent_dim,
+                        channels=tuple(config.conv_channels), **common)
+  return nets.MLPVAE(shape, config.latent_dim,
+                     hidden_dims=tuple(config.hidden_dims), **common)
+
+
+def build_optimizer(config, steps_per_epoch):
+  """optax optimizer with the learning-rate schedule and optional clipping."""
+  total_steps = config.num_epochs * steps_per_epoch
+  if config.lr_schedule == 'cosine':
+    learning_rate = optax.cosine_decay_schedule(config.learning_rate, total_steps)
+  else:
+    learning_rate = config.learning_rate
+  if config.optimizer == 'adagrad':
+    optimizer = optax.adagrad(learning_rate)
+  else:
+    make = optax.adamw if config.optimizer == 'adamw' else optax.adam
+    optimizer = make(learning_rate, b1=config.adam_b1, b2=config.adam_b2,
+                     eps=config.adam_eps)
+  if config.grad_clip_norm > 0:
+    optimizer = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm),
+                            optimizer)
+  return optimizer
+
+
+def to_inputs(x, pixels, dynamic_binarization, key):
+  """Stored examples -> float32 model inputs.
+
+  Binary pixels become 0./1.; grey levels become x / 255, or, with dynamic
+  binarization, a Bernoulli(x / 255) draw from `key`; real values pass.
+  """
+  if pixels == 'real':
+    return x.astype(jnp.float32)
+  x = x.astype(jnp.float32)
+  if pixels == 'binary':
+    return x
+  x = x / 255.0
+  if dynamic_binarization:
+    return jax.random.bernoulli(key, x).astype(jnp.float32)
+  return x
+
+
+def kl_weight(config, step, steps_per_epoch):
+  """beta at global `step`, ramped linearly over `kl_warmup_epochs`."""
+  warmup_steps = config.kl_warmup_epochs * steps_per_epoch
+  if warmup_steps <= 0:
+    return jnp.asarray(config.beta, jnp.float32)
+  return config.beta * jnp.minimum(1.0, (step + 1) / warmup_steps)
+
+
+def make_train_epoch(model_fn, optimizer, config, steps_per_epoch):
+  """Builds `train_epoch(params, opt_state, train_data, epoch, key)`.
+
+  `model_fn(params)` returns the model (for NNX, `nnx.merge` with the
+  graphdef). `train_epoch` returns (params, opt_state, losses
+  `[steps_per_epoch]`); jit it with params and opt_state donated.
+  """
+  pixels = config.spec.pixels
+  batch_size = config.batch_size
+
+  def loss_fn(params, batch, key, beta):
+    binarize_key, elbo_key = jax.random.split(key)
+    model = model_fn(params)
+    x = to_inputs(batch, pixels, config.dynamic_binarization, binarize_key)
+    loss, _ = negative_elbo(
+        model, x, elbo_key, num_samples=config.num_samples, beta=beta,
+        analytic_kl=config.analytic_kl)
+    return loss
+
+  def train_epoch(params, opt_state, train_data, epoch, key):
+    shuffle_key, step_key = jax.random.split(key)
+    order = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch),
+                                   train_data.shape[0])
+    batches = order[:steps_per_epoch * batch_size].reshape(
+        steps_per_epoch, batch_size)
+    steps = epoch * steps_per_epoch + jnp.arange(steps_per_epoch)
+
+    def train_step(carry, inputs):
+      params, opt_state = carry
+      indices, step = inputs
+      batch = jnp.take(train_data, indices, axis=0)
+      beta = kl_weight(config, step, steps_per_epoch)
+      loss, grads = jax.value_and_grad(loss_fn)(
+          params, batch, jax.random.fold_in(step_key, step), beta)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), loss
+
+    (params, opt_state), losses = jax.lax.scan(
+        train_step, (params, opt_state), (batches, steps))
+    return params, opt_state, losses
+
+  return train_epoch
+
+
+def map_over_examples(fn, num_examples, chunk_size):
+  """Runs `fn(indices [chunk_size])` over chunks covering range(num_examples).
+
+  The last chunk is padded by repeating the last index; the padded results are
+  dropped. Outputs are concatenated along their leading axis.
+  """
+  num_chunks = -(-num_examples // chunk_size)
+  indices = jnp.minimum(jnp.arange(num_chunks * chunk_size), num_examples - 1)
+  outputs = jax.lax.map(fn, indices.reshape(num_chunks, chunk_size))
+  return jax.tree.map(
+      lambda a: a.reshape(-1, *a.shape[2:])[:num_examples], outputs)
+
+
+def _example_keys(key, indices):
+  return jax.vmap(functools.partial(jax.random.fold_in, key))(indices)
+
+
+def make_evaluate(model_fn, batch_size):
+  """`evaluate(params, x, key)` -> mean `ElboTerms` over x (beta = 1, one draw)."""
+
+  def evaluate(params, x, key):
+    model = model_fn(params)
+
+    def chunk(indices):
+      return jax.vmap(functools.partial(elbo, model))(
+          x[indices], _example_keys(key, indices))
+
+    terms = map_over_examples(chunk, x.shape[0], batch_size)
+    return jax.tree.map(jnp.mean, terms)
+
+  return evaluate
+
+
+def make_iwae(model_fn, num_samples, chunk_size):
+  """`iwae(params, x, key)` -> `[N]` importance-weighted bounds with K draws.
+
+  At most `chunk_size` (examples x samples) log-weights exist at once: K is
+  split into chunks combined by a running logaddexp when K > chunk_size, so
+  memory is bounded whatever K. When K fits one chunk, each example's bound is
+  `elbo.iwae_bound(model, x, key_x, K)` exactly.
+  """
+  samples_per_chunk = min(num_samples, chunk_size)
+  num_sample_chunks = -(-num_samples // samples_per_chunk)
+  examples_per_chunk = max(1, chunk_size // samples_per_chunk)
+
+  def one_example(model, x, key):
+    if num_sample_chunks == 1:
+      return iwae_bound(model, x, key, num_samples)
+
+    def add_chunk(total, c):
+      log_w = log_importance_weights(
+          model, x, jax.random.fold_in(key, c), samples_per_chunk)
+      valid = c * samples_per_chunk + jnp.arange(samples_per_chunk) < num_samples
+      log_w = jnp.where(valid, log_w, -jnp.inf)
+      return jnp.logaddexp(total, jax.nn.logsumexp(log_w)), None
+
+    start = jnp.asarray(-jnp.inf, x.dtype)
+    total, _ = jax.lax.scan(add_chunk, start, jnp.arange(num_sample_chunks))
+    return total - math.log(num_samples)
+
+  def iwae(params, x, key):
+    model = model_fn(params)
+
+    def chunk(indices):
+      return jax.vmap(functools.partial(one_example, model))(
+          x[indices], _example_keys(key, indices))
+
+    return map_over_examples(chunk, x.shape[0], examples_per_chunk)
+
+  return iwae
+
+
+def make_latent_stats(model_fn, batch_size):
+  """`latent_stats(params, x)` -> (active units, `[L]` mean KL per dimension)."""
+
+  def latent_stats(params, x):
+    model = model_fn(params)
+    mean, log_var = map_over_examples(
+        lambda indices: jax.vmap(model.encode)(x[indices]), x.shape[0],
+        batch_size)
+    active = jnp.sum(jnp.var(mean, axis=0) > ACTIVE_UNIT_THRESHOLD)
+    per_dim = jax.vmap(jax.vmap(
+        lambda m, v: kl_lib.standard_normal_kl(m[None], v[None])))(mean, log_var)
+    return active, jnp.mean(per_dim, axis=0)
+
+  return latent_stats
+
+
+@dataclasses.dataclass
+class _Progress:
+  """A tqdm bar on stderr when it is a terminal; one printed line per epoch."""
+  config: config_lib.TrainConfig
+  start_epoch: int
+
+  def __post_init__(self):
+    enabled = self.config.progress and sys.stderr.isatty()
+    self.bar = tqdm.tqdm(total=self.config.num_epochs, initial=self.start_epoch,
+                         unit='epoch', file=sys.stderr, disable=not enabled,
+                         dynamic_ncols=True)
+
+  def update(self, record):
+    self.bar.set_postfix(loss=f'{record["train_loss"]:.2f}',
+                         valid_elbo=f'{record["valid_elbo"]:.2f}')
+    self.bar.update(1)
+    line = (f'epoch {record["epoch"]}/{self.config.num_epochs}  '
+            f'train_loss {record["train_loss"]:.3f}  '
+            f'valid_elbo {record["valid_elbo"]:.3f}  '
+            f'test_elbo {record["test_elbo"]:.3f}  '
+            f'{record["epoch_seconds"]:.2f} s '
+            f'({record["examples_per_second"]:,.0f} examples/s)')
+    self.write(line)
+
+  def write(self, line):
+    if self.bar.disable:
+      print(line, flush=True)
+    else:
+      tqdm.tqdm.write(line, file=sys.stderr)
+
+  def close(self):
+    self.bar.close()
+
+
+def _eval_inputs(x, config, split_index):
+  key = jax.random.fold_in(jax.random.key(_EVAL_BINARIZATION_SEED), split_index)
+  return jax.jit(to_inputs, static_argnums=(1, 2))(
+      jnp.asarray(x), config.spec.pixels, config.dynamic_binarization, key)
+
+
+def _tensorboard_writer(workdir):
+  import tensorboardX  # pylint: disable=g-import-not-at-top
+  return tensorboardX.SummaryWriter(str(workdir / 'tensorboard'))
+
+
+def train_and_evaluate(config):
+  """Trains the VAE of `config`, resuming from its workdir, and evaluates it.
+
+  Args:
+    config: a `TrainConfig`.
+
+  Returns:
+    The results dict written to results.json.
+
+  Raises:
+    config.ConfigError, data.DataError: bad flags or data, before any work.
+    TrainingError: a non-finite loss; the last good checkpoint is kept.
+  """
+  config_lib.validate(config)
+  config_lib.prepare_workdir(config)
+  workdir = pathlib.Path(config.workdir)
+  results_path = workdir / 'results.json'
+  metrics_path = workdir / 'metrics.jsonl'
+  dataset = data.load(config.dataset, tfds_data_dir=config.tfds_data_dir,
+                      tfds_manual_dir=config.tfds_manual_dir)
+
+  model_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
+  valid_key, test_key, iwae_key = jax.random.split(eval_key, 3)
+  model = build_model(config, model_key)
+  graphdef, params = nnx.split(model, nnx.Param)
+  steps_per_epoch = len(dataset.train) // config.batch_size
+  optimizer = build_optimizer(config, steps_per_epoch)
+  opt_state = optimizer.init(params)
+
+  checkpointer = checkpoint.Checkpointer(workdir / 'checkpoints',
+                                         config.checkpoints_to_keep)
+  start_epoch = checkpointer.latest_epoch() or 0
+  if start_epoch:
+    state = checkpointer.restore(start_epoch,
+                                 {'params': params, 'opt_state': opt_state})
+    params, opt_state = state['params'], state['opt_state']
+  # Lines of epochs after the checkpoint (a run killed between the two
+  # writes) are dropped: those epochs run again and write them again.
+  records = [r for r in files.read_jsonl(metrics_path) if r['epoch'] <= start_epoch]
+  files.write_jsonl(metrics_path, records)
+  if start_epoch >= config.num_epochs and results_path.exists():
+    checkpointer.close()
+    return files.read_json(results_path)
+
+  train_data = jax.device_put(dataset.train)
+  valid_x = _eval_inputs(dataset.valid, config, 0)
+  test_x = _eval_inputs(dataset.test, config, 1)
+
+  compile_start = time.perf_counter()
+  model_fn = functools.partial(nnx.merge, graphdef)
+  train_epoch = jax.jit(
+      make_train_epoch(model_fn, optimizer, config, steps_per_epoch),
+      donate_argnums=(0, 1)).lower(
+          params, opt_state, train_data, jnp.int32(0), train_key).compile()
+  evaluate = jax.jit(make_evaluate(model_fn, config.eval_batch_size))
+  compile_seconds = time.perf_counter() - compile_start
+
+  writer = _tensorboard_writer(workdir)
+  progress = _Progress(config, start_epoch)
+  if start_epoch:
+    progress.write(f'resuming from the checkpoint of epoch {start_epoch}')
+  examples_per_epoch = steps_per_epoch * config.batch_size
+  try:
+    for epoch in range(start_epoch, config.num_epochs):
+      start = time.perf_counter()
+      params, opt_state, losses = train_epoch(
+          params, opt_state, train_data, jnp.int32(epoch), train_key)
+      losses = np.asarray(losses)
+      epoch_seconds = time.perf_counter() - start
+      if not np.all(np.isfinite(losses)):
+        bad_step = int(np.argmin(np.isfinite(losses))) + 1
+        raise TrainingError(
+            f'non-finite loss at epoch {epoch + 1}, step {bad_step} of '
+            f'{steps_per_epoch}: training stopped; the last good checkpoint '
+            f'(epoch {epoch or "none"}) is kept in {workdir / "checkpoints"}')
+      valid_terms = evaluate(params, valid_x, valid_key)
+      test_terms = evaluate(params, test_x, test_key)
+      record = {
+          'epoch': epoch + 1,
+          'examples_seen': (epoch + 1) * examples_per_epoch,
+          'train_loss': float(np.mean(losses)),
+          'beta': float(kl_weight(config, (epoch + 1) * steps_per_epoch - 1,
+                                  steps_per_epoch)),
+          'epoch_seconds': epoch_seconds,
+          'examples_per_second': examples_per_epoch / epoch_seconds,
+      }
+      for split, terms in (('valid', valid_terms), ('test', test_terms)):
+        record[f'{split}_elbo'] = float(terms.elbo)
+        record[f'{split}_log_likelihood'] = float(terms.log_likelihood)
+        record[f'{split}_kl'] = float(terms.kl)
+      # Metrics first, then the checkpoint: a kill in between leaves a line
+      # that the resumed run drops and writes again (see above).
+      files.append_jsonl(metrics_path, record)
+      for name, value in record.items():
+        if name != 'epoch':
+          writer.add_scalar(name, value, global_step=epoch + 1)
+      writer.flush()
+      checkpointer.save(epoch + 1, {'params': params, 'opt_state': opt_state})
+      progress.update(record)
+
+    results = _final_evaluation(config, dataset, model_fn, params, test_x,
+                                test_key, iwae_key)
+    results['compile_seconds'] = compile_seconds
+    records = files.read_jsonl(metrics_path)
+    results['train_seconds'] = sum(r['epoch_seconds'] for r in records)
+    _save_images(config, dataset, model_fn(params), test_x, workdir)
+    files.write_json(results_path, results)
+    progress.write(
+        f'test ELBO {results["test_elbo"]:.3f} nats, test NLL (IWAE, '
+        f'K={results["iwae_samples"]}) {results["test_nll_iwae"]:.3f} nats, '
+        f'active units {results["active_units"]}/{config.latent_dim}')
+    return results
+  finally:
+    progress.close()
+    writer.close()
+    checkpointer.close()
+
+
+def _final_evaluation(config, dataset, model_fn, params, test_x, test_key,
+                      iwae_key):
+  evaluate = jax.jit(make_evaluate(model_fn, config.eval_batch_size))
+  terms = evaluate(params, test_x, test_key)
+  iwae = jax.jit(make_iwae(model_fn, config.eval_iwae_samples,
+                           config.iwae_chunk_size))
+  bounds = np.asarray(iwae(params, test_x, iwae_key), np.float64)
+  active, kl_per_dim = jax.jit(
+      make_latent_stats(model_fn, config.eval_batch_size))(params, test_x)
+  results = {
+      'epochs': config.num_epochs,
+      'latent_dim': config.latent_dim,
+      'test_elbo': float(terms.elbo),
+      'test_log_likelihood': float(terms.log_likelihood),
+      'test_kl': float(terms.kl),
+      'test_nll_iwae': float(-bounds.mean()),
+      'test_nll_iwae_stderr': float(bounds.std() / np.sqrt(len(bounds))),
+      'iwae_samples': config.eval_iwae_samples,
+      'active_units': int(active),
+      'kl_per_dim': [float(v) for v in kl_per_dim],
+  }
+  if dataset.test_log_marginal is not None:
+    results['test_nll_true'] = float(-np.mean(dataset.test_log_marginal))
+  return results
+
+
+def _save_images(config, dataset, model, test_x, workdir):
+  if config.spec.pixels == 'real':
+    value_range = (float(dataset.test.min()), float(dataset.test.max()))
+  else:
+    value_range = (0.0, 1.0)
+  save = functools.partial(plots.save_grid, value_range=value_range)
+
+  @jax.jit
+  def reconstruct(x):
+    return jax.vmap(lambda x: model.mean_image(model.encode(x)[0]))(x)
+
+  originals = test_x[:16]
+  save(workdir / 'reconstructions.png',
+       jnp.concatenate([originals, reconstruct(originals)]), num_cols=16)
+  sample_key = jax.random.fold_in(jax.random.key(config.seed), 7)
+  save(workdir / 'samples.png', jax.jit(model.sample, static_argnums=1)(
+      sample_key, 64), num_cols=8)
+  if config.latent_dim == 2:
+    z = plots.manifold_latents(20)
+    save(workdir / 'manifold.png', jax.jit(jax.vmap(model.mean_image))(z),
+         num_cols=20)
