@@ -9,6 +9,7 @@ Every flag is a field of vaejax.config.TrainConfig; --helpfull lists them.
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from vaejax import config as config_lib
 from vaejax import data
@@ -20,6 +21,8 @@ config_lib.define_flags()
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # library INFO logs on request only
   try:
     config = config_lib.from_flags()
     train.train_and_evaluate(config)

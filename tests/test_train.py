@@ -176,6 +176,24 @@ def test_map_over_examples_pads_and_drops():
   np.testing.assert_array_equal(out[1], np.arange(7))
 
 
+def test_dynamic_binarization_draws_bernoulli_pixels():
+  grey = jnp.asarray(np.linspace(0, 255, 256).astype(np.uint8).repeat(400))
+  draws = jnp.stack([
+      train.to_inputs(grey, 'grey', True, jax.random.key(seed))
+      for seed in range(20)])
+  assert set(np.unique(draws)) <= {0.0, 1.0}
+  # Per grey level, 8,000 draws: the frequency of ones is x / 255 within 5
+  # standard errors.
+  freq = draws.reshape(20, 256, 400).mean(axis=(0, 2))
+  p = np.linspace(0, 255, 256).astype(np.uint8) / 255.0
+  np.testing.assert_array_less(np.abs(freq - p), 5 * np.sqrt(p * (1 - p) / 8000) + 1e-9)
+  # A new key is a new binarization; the same key the same one.
+  a, b, c = (train.to_inputs(grey, 'grey', True, jax.random.key(s)) for s in (0, 0, 1))
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+  np.testing.assert_allclose(train.to_inputs(grey, 'grey', False, None), p.repeat(400))
+
+
 def test_kl_warmup_is_linear_then_constant(tmp_path):
   config = small_config(tmp_path, beta=2.0, kl_warmup_epochs=2.0)
   weights = [float(train.kl_weight(config, step, 10)) for step in (0, 9, 19, 50)]

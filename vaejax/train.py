@@ -384,6 +384,8 @@ def train_and_evaluate(config):
       checkpointer.save(epoch + 1, {'params': params, 'opt_state': opt_state})
       progress.update(record)
 
+    progress.write(f'evaluating: test NLL by the importance-weighted bound, '
+                   f'K={config.eval_iwae_samples}')
     results = _final_evaluation(config, dataset, model_fn, params, test_x,
                                 test_key, iwae_key)
     results['compile_seconds'] = compile_seconds
