@@ -81,7 +81,11 @@ class TrainConfig:
       1, 'Monte Carlo draws of z per example in the training ELBO.')
   analytic_kl: bool = _field(
       True, 'Closed-form KL in the training ELBO (else the sampled estimate).')
-  seed: int = _field(0, 'Seed of every random draw of the run.')
+  seed: int = _field(
+      0, 'Seed of the initialisation and of the ELBO\'s draws.')
+  data_seed: int = _field(
+      0, 'Seed of the data order and the dynamic binarization; the members of '
+      'a sweep share it.')
   eval_batch_size: int = _field(
       500, 'Examples per evaluation batch (memory only, not results).')
   eval_iwae_samples: int = _field(
@@ -182,7 +186,8 @@ def validate(config):
   for name in ('adam_b1', 'adam_b2'):
     if not 0 <= getattr(c, name) < 1:
       raise ConfigError(f'--{name} must be in [0, 1), got {getattr(c, name)}')
-  for name in ('grad_clip_norm', 'beta', 'kl_warmup_epochs', 'seed'):
+  for name in ('grad_clip_norm', 'beta', 'kl_warmup_epochs', 'seed',
+               'data_seed'):
     value = getattr(c, name)
     if not (math.isfinite(value) and value >= 0):
       raise ConfigError(f'--{name} must be a finite number >= 0, got {value}')

@@ -45,6 +45,11 @@ class ElboTerms(NamedTuple):
 def reparameterize(key, mean, log_var, num_samples=None):
   """Draws z = mean + exp(log_var / 2) * eps with eps ~ N(0, I).
 
+  The noise is drawn latent-major, as a `[L, K]` array, so that the first k
+  dimensions' draws are the same whatever L (JAX's counter-based random bits
+  agree on a prefix of the leading axis): a model padded to more latent
+  dimensions, as in a vectorised sweep, draws the noise of the model it pads.
+
   Args:
     key: a `jax.random.key`.
     mean: `[L]` posterior mean.
@@ -57,8 +62,8 @@ def reparameterize(key, mean, log_var, num_samples=None):
   std = jnp.exp(0.5 * log_var)
   if num_samples is None:
     return mean + std * jax.random.normal(key, mean.shape, mean.dtype)
-  eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
-  return mean[None] + std[None] * eps
+  eps = jax.random.normal(key, (*mean.shape, num_samples), mean.dtype)
+  return mean[None] + std[None] * jnp.moveaxis(eps, -1, 0)
 
 
 def _standard_normal_log_prob(z):

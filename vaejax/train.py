@@ -107,45 +107,66 @@ def kl_weight(config, step, steps_per_epoch):
   return config.beta * jnp.minimum(1.0, (step + 1) / warmup_steps)
 
 
-def make_train_epoch(model_fn, optimizer, config, steps_per_epoch):
-  """Builds `train_epoch(params, opt_state, train_data, epoch, key)`.
+def make_train_step(model_fn, optimizer, config, steps_per_epoch):
+  """Builds `train_step(params, opt_state, x, run_key, step, *model_args)`.
 
-  `model_fn(params)` returns the model (for NNX, `nnx.merge` with the
-  graphdef). `train_epoch` returns (params, opt_state, losses
-  `[steps_per_epoch]`); jit it with params and opt_state donated.
+  One optimizer step on the float inputs `x` `[B, ...]`, with the ELBO's draws
+  from `fold_in(run_key, step)`. `model_fn(params, *model_args)` returns the
+  model (for NNX, `nnx.merge` with the graphdef; a sweep adds a latent mask).
+  Returns (params, opt_state, loss). A sweep vmaps it over its members.
+  """
+
+  def train_step(params, opt_state, x, run_key, step, *model_args):
+    beta = kl_weight(config, step, steps_per_epoch)
+
+    def loss_fn(params):
+      loss, _ = negative_elbo(
+          model_fn(params, *model_args), x, jax.random.fold_in(run_key, step),
+          num_samples=config.num_samples, beta=beta,
+          analytic_kl=config.analytic_kl)
+      return loss
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return train_step
+
+
+def make_train_epoch(train_step, config, steps_per_epoch):
+  """Builds `train_epoch(params, opt_state, train_data, epoch, run_key, data_key, *model_args)`.
+
+  One epoch as one program: a `lax.scan` over the batches of the on-device
+  training set. The data order (`fold_in(data_key, epoch)`) and the dynamic
+  binarization (`fold_in(data_key, step)`) come from `data_key`, so the
+  members of a sweep, which share it, see the same batches; everything else
+  goes to `train_step`. Returns (params, opt_state, losses `[steps, ...]`);
+  jit it with params and opt_state donated.
   """
   pixels = config.spec.pixels
   batch_size = config.batch_size
 
-  def loss_fn(params, batch, key, beta):
-    binarize_key, elbo_key = jax.random.split(key)
-    model = model_fn(params)
-    x = to_inputs(batch, pixels, config.dynamic_binarization, binarize_key)
-    loss, _ = negative_elbo(
-        model, x, elbo_key, num_samples=config.num_samples, beta=beta,
-        analytic_kl=config.analytic_kl)
-    return loss
-
-  def train_epoch(params, opt_state, train_data, epoch, key):
-    shuffle_key, step_key = jax.random.split(key)
+  def train_epoch(params, opt_state, train_data, epoch, run_key, data_key,
+                  *model_args):
+    shuffle_key, binarize_key = jax.random.split(data_key)
     order = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch),
                                    train_data.shape[0])
     batches = order[:steps_per_epoch * batch_size].reshape(
         steps_per_epoch, batch_size)
     steps = epoch * steps_per_epoch + jnp.arange(steps_per_epoch)
 
-    def train_step(carry, inputs):
+    def body(carry, inputs):
       params, opt_state = carry
       indices, step = inputs
-      batch = jnp.take(train_data, indices, axis=0)
-      beta = kl_weight(config, step, steps_per_epoch)
-      loss, grads = jax.value_and_grad(loss_fn)(
-          params, batch, jax.random.fold_in(step_key, step), beta)
-      updates, opt_state = optimizer.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), loss
+      x = to_inputs(jnp.take(train_data, indices, axis=0), pixels,
+                    config.dynamic_binarization,
+                    jax.random.fold_in(binarize_key, step))
+      params, opt_state, loss = train_step(params, opt_state, x, run_key, step,
+                                           *model_args)
+      return (params, opt_state), loss
 
     (params, opt_state), losses = jax.lax.scan(
-        train_step, (params, opt_state), (batches, steps))
+        body, (params, opt_state), (batches, steps))
     return params, opt_state, losses
 
   return train_epoch
@@ -169,10 +190,14 @@ def _example_keys(key, indices):
 
 
 def make_evaluate(model_fn, batch_size):
-  """`evaluate(params, x, key)` -> mean `ElboTerms` over x (beta = 1, one draw)."""
+  """`evaluate(params, x, key, *model_args)` -> mean `ElboTerms` over x.
 
-  def evaluate(params, x, key):
-    model = model_fn(params)
+  The ELBO proper (beta = 1) with one draw per example, from
+  `fold_in(key, index)`, in batches of `batch_size`.
+  """
+
+  def evaluate(params, x, key, *model_args):
+    model = model_fn(params, *model_args)
 
     def chunk(indices):
       return jax.vmap(functools.partial(elbo, model))(
@@ -185,7 +210,7 @@ def make_evaluate(model_fn, batch_size):
 
 
 def make_iwae(model_fn, num_samples, chunk_size):
-  """`iwae(params, x, key)` -> `[N]` importance-weighted bounds with K draws.
+  """`iwae(params, x, key, *model_args)` -> `[N]` importance-weighted bounds.
 
   At most `chunk_size` (examples x samples) log-weights exist at once: K is
   split into chunks combined by a running logaddexp when K > chunk_size, so
@@ -211,8 +236,8 @@ def make_iwae(model_fn, num_samples, chunk_size):
     total, _ = jax.lax.scan(add_chunk, start, jnp.arange(num_sample_chunks))
     return total - math.log(num_samples)
 
-  def iwae(params, x, key):
-    model = model_fn(params)
+  def iwae(params, x, key, *model_args):
+    model = model_fn(params, *model_args)
 
     def chunk(indices):
       return jax.vmap(functools.partial(one_example, model))(
@@ -224,10 +249,10 @@ def make_iwae(model_fn, num_samples, chunk_size):
 
 
 def make_latent_stats(model_fn, batch_size):
-  """`latent_stats(params, x)` -> (active units, `[L]` mean KL per dimension)."""
+  """`latent_stats(params, x, *model_args)` -> (active units, `[L]` mean KL per dim)."""
 
-  def latent_stats(params, x):
-    model = model_fn(params)
+  def latent_stats(params, x, *model_args):
+    model = model_fn(params, *model_args)
     mean, log_var = map_over_examples(
         lambda indices: jax.vmap(model.encode)(x[indices]), x.shape[0],
         batch_size)
@@ -240,7 +265,7 @@ def make_latent_stats(model_fn, batch_size):
 
 
 @dataclasses.dataclass
-class _Progress:
+class Progress:
   """A tqdm bar on stderr when it is a terminal; one printed line per epoch."""
   config: config_lib.TrainConfig
   start_epoch: int
@@ -273,15 +298,126 @@ class _Progress:
     self.bar.close()
 
 
-def _eval_inputs(x, config, split_index):
+def eval_inputs(x, config, split_index):
+  """An evaluation split as float32 model inputs on the device.
+
+  Grey levels under dynamic binarization are binarized once, with a fixed key
+  per split, the same for every run.
+  """
   key = jax.random.fold_in(jax.random.key(_EVAL_BINARIZATION_SEED), split_index)
   return jax.jit(to_inputs, static_argnums=(1, 2))(
       jnp.asarray(x), config.spec.pixels, config.dynamic_binarization, key)
 
 
+@dataclasses.dataclass(frozen=True)
+class RunKeys:
+  """Every key of a run: from `seed`, except `data` from `data_seed`."""
+  model: jax.Array
+  run: jax.Array
+  data: jax.Array
+  valid: jax.Array
+  test: jax.Array
+  iwae: jax.Array
+
+  @classmethod
+  def of(cls, config):
+    model_key, run_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
+    valid_key, test_key, iwae_key = jax.random.split(eval_key, 3)
+    return cls(model_key, run_key, jax.random.key(config.data_seed), valid_key,
+               test_key, iwae_key)
+
+
+class RunDir:
+  """The files of one run in its workdir, and resuming from them.
+
+  config.json (checked against the config, or written), metrics.jsonl,
+  checkpoints/, tensorboard/, results.json and the PNG images.
+  """
+
+  def __init__(self, config):
+    config_lib.prepare_workdir(config)
+    self.config = config
+    self.path = pathlib.Path(config.workdir)
+    self.metrics_path = self.path / 'metrics.jsonl'
+    self.results_path = self.path / 'results.json'
+    self._checkpointer = checkpoint.Checkpointer(self.path / 'checkpoints',
+                                                 config.checkpoints_to_keep)
+    self._writer = None
+
+  def results(self):
+    """The finished run's results, or None."""
+    if self.results_path.exists():
+      return files.read_json(self.results_path)
+    return None
+
+  def latest_epoch(self):
+    return self._checkpointer.latest_epoch() or 0
+
+  def restore(self, state, epoch=None):
+    """(epoch, state) from the checkpoint of `epoch` (default: the latest).
+
+    Epoch 0 means no checkpoint: `state` is returned as it is. Metrics lines
+    of later epochs (a run killed between a line and its checkpoint) are
+    dropped: those epochs run again and write them again.
+    """
+    epoch = self.latest_epoch() if epoch is None else epoch
+    if epoch:
+      state = self._checkpointer.restore(epoch, state)
+    records = [r for r in files.read_jsonl(self.metrics_path) if r['epoch'] <= epoch]
+    files.write_jsonl(self.metrics_path, records)
+    return epoch, state
+
+  def end_epoch(self, record, state):
+    """Appends the epoch's metrics, then checkpoints `state`."""
+    files.append_jsonl(self.metrics_path, record)
+    if self._writer is None:
+      self._writer = _tensorboard_writer(self.path)
+    for name, value in record.items():
+      if name != 'epoch':
+        self._writer.add_scalar(name, value, global_step=record['epoch'])
+    self._writer.flush()
+    self._checkpointer.save(record['epoch'], state)
+
+  def close(self):
+    if self._writer is not None:
+      self._writer.close()
+    self._checkpointer.close()
+
+
 def _tensorboard_writer(workdir):
   import tensorboardX  # pylint: disable=g-import-not-at-top
   return tensorboardX.SummaryWriter(str(workdir / 'tensorboard'))
+
+
+def check_finite(losses, epoch, where):
+  """Raises `TrainingError` naming the epoch and first step of a non-finite loss."""
+  finite = np.isfinite(losses)
+  if not np.all(finite):
+    bad_step = int(np.argmin(finite)) + 1
+    raise TrainingError(
+        f'non-finite loss at epoch {epoch + 1}, step {bad_step} of '
+        f'{len(losses)}{where}: training stopped; the last good checkpoint '
+        f'(epoch {epoch or "none"}) is kept')
+
+
+def epoch_record(config, epoch, losses, epoch_seconds, valid_terms, test_terms,
+                 steps_per_epoch):
+  """The metrics.jsonl line of `epoch` (0-based) as a dict."""
+  examples_per_epoch = steps_per_epoch * config.batch_size
+  record = {
+      'epoch': epoch + 1,
+      'examples_seen': (epoch + 1) * examples_per_epoch,
+      'train_loss': float(np.mean(losses)),
+      'beta': float(kl_weight(config, (epoch + 1) * steps_per_epoch - 1,
+                              steps_per_epoch)),
+      'epoch_seconds': epoch_seconds,
+      'examples_per_second': examples_per_epoch / epoch_seconds,
+  }
+  for split, terms in (('valid', valid_terms), ('test', test_terms)):
+    record[f'{split}_elbo'] = float(terms.elbo)
+    record[f'{split}_log_likelihood'] = float(terms.log_likelihood)
+    record[f'{split}_kl'] = float(terms.kl)
+  return record
 
 
 def train_and_evaluate(config):
@@ -298,101 +434,61 @@ def train_and_evaluate(config):
     TrainingError: a non-finite loss; the last good checkpoint is kept.
   """
   config_lib.validate(config)
-  config_lib.prepare_workdir(config)
-  workdir = pathlib.Path(config.workdir)
-  results_path = workdir / 'results.json'
-  metrics_path = workdir / 'metrics.jsonl'
-  dataset = data.load(config.dataset, tfds_data_dir=config.tfds_data_dir,
-                      tfds_manual_dir=config.tfds_manual_dir)
+  run_dir = RunDir(config)
+  try:
+    if (results := run_dir.results()) is not None:
+      return results
+    dataset = data.load(config.dataset, tfds_data_dir=config.tfds_data_dir,
+                        tfds_manual_dir=config.tfds_manual_dir)
+    return _train(config, dataset, run_dir)
+  finally:
+    run_dir.close()
 
-  model_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
-  valid_key, test_key, iwae_key = jax.random.split(eval_key, 3)
-  model = build_model(config, model_key)
-  graphdef, params = nnx.split(model, nnx.Param)
+
+def _train(config, dataset, run_dir):
+  keys = RunKeys.of(config)
+  graphdef, params = nnx.split(build_model(config, keys.model), nnx.Param)
+  model_fn = functools.partial(nnx.merge, graphdef)
   steps_per_epoch = len(dataset.train) // config.batch_size
   optimizer = build_optimizer(config, steps_per_epoch)
-  opt_state = optimizer.init(params)
-
-  checkpointer = checkpoint.Checkpointer(workdir / 'checkpoints',
-                                         config.checkpoints_to_keep)
-  start_epoch = checkpointer.latest_epoch() or 0
-  if start_epoch:
-    state = checkpointer.restore(start_epoch,
-                                 {'params': params, 'opt_state': opt_state})
-    params, opt_state = state['params'], state['opt_state']
-  # Lines of epochs after the checkpoint (a run killed between the two
-  # writes) are dropped: those epochs run again and write them again.
-  records = [r for r in files.read_jsonl(metrics_path) if r['epoch'] <= start_epoch]
-  files.write_jsonl(metrics_path, records)
-  if start_epoch >= config.num_epochs and results_path.exists():
-    checkpointer.close()
-    return files.read_json(results_path)
+  start_epoch, state = run_dir.restore(
+      {'params': params, 'opt_state': optimizer.init(params)})
+  params, opt_state = state['params'], state['opt_state']
 
   train_data = jax.device_put(dataset.train)
-  valid_x = _eval_inputs(dataset.valid, config, 0)
-  test_x = _eval_inputs(dataset.test, config, 1)
-
+  valid_x = eval_inputs(dataset.valid, config, 0)
+  test_x = eval_inputs(dataset.test, config, 1)
   compile_start = time.perf_counter()
-  model_fn = functools.partial(nnx.merge, graphdef)
+  train_step = make_train_step(model_fn, optimizer, config, steps_per_epoch)
   train_epoch = jax.jit(
-      make_train_epoch(model_fn, optimizer, config, steps_per_epoch),
+      make_train_epoch(train_step, config, steps_per_epoch),
       donate_argnums=(0, 1)).lower(
-          params, opt_state, train_data, jnp.int32(0), train_key).compile()
+          params, opt_state, train_data, jnp.int32(0), keys.run,
+          keys.data).compile()
   evaluate = jax.jit(make_evaluate(model_fn, config.eval_batch_size))
   compile_seconds = time.perf_counter() - compile_start
 
-  writer = _tensorboard_writer(workdir)
-  progress = _Progress(config, start_epoch)
+  progress = Progress(config, start_epoch)
   if start_epoch:
     progress.write(f'resuming from the checkpoint of epoch {start_epoch}')
-  examples_per_epoch = steps_per_epoch * config.batch_size
   try:
     for epoch in range(start_epoch, config.num_epochs):
       start = time.perf_counter()
       params, opt_state, losses = train_epoch(
-          params, opt_state, train_data, jnp.int32(epoch), train_key)
+          params, opt_state, train_data, jnp.int32(epoch), keys.run, keys.data)
       losses = np.asarray(losses)
       epoch_seconds = time.perf_counter() - start
-      if not np.all(np.isfinite(losses)):
-        bad_step = int(np.argmin(np.isfinite(losses))) + 1
-        raise TrainingError(
-            f'non-finite loss at epoch {epoch + 1}, step {bad_step} of '
-            f'{steps_per_epoch}: training stopped; the last good checkpoint '
-            f'(epoch {epoch or "none"}) is kept in {workdir / "checkpoints"}')
-      valid_terms = evaluate(params, valid_x, valid_key)
-      test_terms = evaluate(params, test_x, test_key)
-      record = {
-          'epoch': epoch + 1,
-          'examples_seen': (epoch + 1) * examples_per_epoch,
-          'train_loss': float(np.mean(losses)),
-          'beta': float(kl_weight(config, (epoch + 1) * steps_per_epoch - 1,
-                                  steps_per_epoch)),
-          'epoch_seconds': epoch_seconds,
-          'examples_per_second': examples_per_epoch / epoch_seconds,
-      }
-      for split, terms in (('valid', valid_terms), ('test', test_terms)):
-        record[f'{split}_elbo'] = float(terms.elbo)
-        record[f'{split}_log_likelihood'] = float(terms.log_likelihood)
-        record[f'{split}_kl'] = float(terms.kl)
-      # Metrics first, then the checkpoint: a kill in between leaves a line
-      # that the resumed run drops and writes again (see above).
-      files.append_jsonl(metrics_path, record)
-      for name, value in record.items():
-        if name != 'epoch':
-          writer.add_scalar(name, value, global_step=epoch + 1)
-      writer.flush()
-      checkpointer.save(epoch + 1, {'params': params, 'opt_state': opt_state})
+      check_finite(losses, epoch, '')
+      record = epoch_record(
+          config, epoch, losses, epoch_seconds,
+          evaluate(params, valid_x, keys.valid),
+          evaluate(params, test_x, keys.test), steps_per_epoch)
+      run_dir.end_epoch(record, {'params': params, 'opt_state': opt_state})
       progress.update(record)
-
     progress.write(f'evaluating: test NLL by the importance-weighted bound, '
                    f'K={config.eval_iwae_samples}')
-    results = _final_evaluation(config, dataset, model_fn, params, test_x,
-                                test_key, iwae_key)
-    results['compile_seconds'] = compile_seconds
-    records = files.read_jsonl(metrics_path)
-    results['train_seconds'] = sum(r['epoch_seconds'] for r in records)
-    _save_images(config, dataset, model_fn(params), test_x, workdir)
-    files.write_json(results_path, results)
+    results = finish(run_dir, dataset, model_fn, params, test_x, keys,
+                     compile_seconds)
     progress.write(
         f'test ELBO {results["test_elbo"]:.3f} nats, test NLL (IWAE, '
         f'K={results["iwae_samples"]}) {results["test_nll_iwae"]:.3f} nats, '
@@ -400,8 +496,19 @@ def train_and_evaluate(config):
     return results
   finally:
     progress.close()
-    writer.close()
-    checkpointer.close()
+
+
+def finish(run_dir, dataset, model_fn, params, test_x, keys, compile_seconds):
+  """Final evaluation, images and results.json of a trained run."""
+  config = run_dir.config
+  results = _final_evaluation(config, dataset, model_fn, params, test_x,
+                              keys.test, keys.iwae)
+  results['compile_seconds'] = compile_seconds
+  records = files.read_jsonl(run_dir.metrics_path)
+  results['train_seconds'] = sum(r['epoch_seconds'] for r in records)
+  _save_images(config, dataset, model_fn(params), test_x, run_dir.path)
+  files.write_json(run_dir.results_path, results)
+  return results
 
 
 def _final_evaluation(config, dataset, model_fn, params, test_x, test_key,
