@@ -108,9 +108,11 @@ NON_SEMANTIC_FIELDS = frozenset({
     'eval_batch_size', 'iwae_chunk_size'})
 
 
-def define_flags(config_class=TrainConfig, flag_values=flags.FLAGS):
-  """Defines one absl flag per field of `config_class`."""
+def define_flags(config_class=TrainConfig, flag_values=flags.FLAGS, exclude=()):
+  """Defines one absl flag per field of `config_class`, but those in `exclude`."""
   for field in dataclasses.fields(config_class):
+    if field.name in exclude:
+      continue
     kind = _base_type(field.type)
     help_text = field.metadata['help']
     if kind is bool:
@@ -126,10 +128,12 @@ def define_flags(config_class=TrainConfig, flag_values=flags.FLAGS):
       flags.DEFINE_string(field.name, field.default, help_text, flag_values=flag_values)
 
 
-def from_flags(config_class=TrainConfig, flag_values=flags.FLAGS):
-  """Builds `config_class` from parsed flags."""
+def from_flags(config_class=TrainConfig, flag_values=flags.FLAGS, exclude=()):
+  """Builds `config_class` from parsed flags; fields in `exclude` keep defaults."""
   values = {}
   for field in dataclasses.fields(config_class):
+    if field.name in exclude:
+      continue
     value = flag_values[field.name].value
     if _base_type(field.type) is tuple:
       value = _parse_ints(field.name, value)
@@ -240,34 +244,54 @@ def _check_positive(name, value):
     raise ConfigError(f'--{name} must be positive, got {value}')
 
 
-def prepare_workdir(config):
-  """Creates the workdir, checks it is writable and holds no other run.
-
-  Writes config.json for a new run. A workdir whose config.json differs from
-  `config` in a field that changes results is refused, naming the fields.
-  """
-  workdir = pathlib.Path(config.workdir)
+def ensure_writable(workdir):
+  """Creates `workdir` and checks that files can be written in it."""
   try:
-    workdir.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write_test'):
       pass
   except OSError as e:
-    raise ConfigError(f'--workdir={config.workdir} is not writable: '
+    raise ConfigError(f'--workdir={workdir} is not writable: '
                       f'{e.strerror or e}') from None
-  path = workdir / 'config.json'
-  if path.exists():
-    try:
-      saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-      raise ConfigError(f'{path} is unreadable ({e}); use a new --workdir') from None
-    current = json.loads(to_json(config))
-    differing = sorted(
-        k for k in set(saved) | set(current)
-        if k not in NON_SEMANTIC_FIELDS and saved.get(k) != current.get(k))
-    if differing:
-      changes = ', '.join(
-          f'--{k} ({saved.get(k)!r} there, {current.get(k)!r} now)' for k in differing)
-      raise ConfigError(f'--workdir={config.workdir} holds a run with other '
-                        f'flags: {changes}; use a new --workdir')
-  else:
-    files.write_atomic(path, to_json(config) + '\n')
+
+
+def semantic_fields(config, drop=()):
+  """The config as a dict without the fields that do not change results."""
+  return {k: v for k, v in json.loads(to_json(config)).items()
+          if k not in NON_SEMANTIC_FIELDS and k not in drop}
+
+
+def record_or_compare(path, description, what, ignore=()):
+  """Writes the dict `description` as JSON at `path`, or checks the saved one.
+
+  Keys in `ignore` are not compared. Raises `ConfigError` naming every other
+  key whose saved value differs: the workdir holds `what` with other flags.
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    files.write_json(path, description)
+    return
+  try:
+    saved = json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise ConfigError(f'{path} is unreadable ({e}); use a new --workdir') from None
+  differing = sorted(k for k in set(saved) | set(description)
+                     if k not in ignore and saved.get(k) != description.get(k))
+  if differing:
+    changes = ', '.join(f'--{k} ({saved.get(k)!r} there, {description.get(k)!r} now)'
+                        for k in differing)
+    raise ConfigError(f'--workdir={path.parent} holds {what} with other flags: '
+                      f'{changes}; use a new --workdir')
+
+
+def prepare_workdir(config):
+  """Creates the workdir, checks it is writable and holds no other run.
+
+  Writes config.json (every field) for a new run. A workdir whose config.json
+  differs from `config` in a field that changes results is refused, naming
+  the fields.
+  """
+  ensure_writable(config.workdir)
+  record_or_compare(pathlib.Path(config.workdir) / 'config.json',
+                    json.loads(to_json(config)), 'a run',
+                    ignore=NON_SEMANTIC_FIELDS)

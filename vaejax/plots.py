@@ -44,3 +44,111 @@ def manifold_latents(num_per_side, dtype=jnp.float32):
   coords = jax.scipy.special.ndtri(quantiles)
   z1, z2 = jnp.meshgrid(coords, coords[::-1])
   return jnp.stack([z1.ravel(), z2.ravel()], axis=-1)
+
+
+def _figure(num_cols=1, width=6.0, height=4.0):
+  # A Figure without pyplot: no global state, no display backend.
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(width * num_cols, height), layout='constrained')
+  return fig, fig.subplots(1, num_cols, squeeze=False)[0]
+
+
+def plot_bound_curves(path, curves):
+  """The ELBO against training examples seen, per latent size (log x).
+
+  Kingma & Welling (2013), Figure 2: test ELBO solid, the training loss's
+  running mean over each epoch (-train_loss) dashed; seeds are averaged.
+
+  Args:
+    path: the PNG to write.
+    curves: {member: metrics records}, members with `latent_dim` and `seed`.
+  """
+  fig, (ax,) = _figure()
+  latent_dims = sorted({m.latent_dim for m in curves})
+  colors = _colors(len(latent_dims))
+  for color, latent_dim in zip(colors, latent_dims):
+    runs = [records for m, records in curves.items() if m.latent_dim == latent_dim]
+    num_epochs = min(len(r) for r in runs)
+    mean = lambda key: np.mean(
+        [[rec[key] for rec in r[:num_epochs]] for r in runs], axis=0)
+    examples = [rec['examples_seen'] for rec in runs[0][:num_epochs]]
+    ax.plot(examples, mean('test_elbo'), color=color, label=f'z = {latent_dim}')
+    ax.plot(examples, -mean('train_loss'), color=color, linestyle='--')
+  ax.set_xscale('log')
+  ax.set_xlabel('training examples seen')
+  ax.set_ylabel('ELBO (nats)')
+  ax.set_title('ELBO per latent size: test (solid), train running mean (dashed)')
+  ax.grid(True, which='both', alpha=0.3)
+  ax.legend(loc='lower right')
+  fig.savefig(path, dpi=120)
+
+
+def plot_by_latent_dim(path, rows):
+  """Test NLL (IWAE) and -ELBO, and active units, against the latent size.
+
+  Args:
+    path: the PNG to write.
+    rows: dicts with latent_dim, test_nll_iwae, test_elbo and active_units;
+      several seeds per latent size give mean and standard-deviation bars.
+  """
+  fig, (left, right) = _figure(num_cols=2, width=5.0)
+  latent_dims = sorted({r['latent_dim'] for r in rows})
+
+  def stats(key, sign=1.0):
+    groups = [[sign * r[key] for r in rows if r['latent_dim'] == k] for k in latent_dims]
+    return ([np.mean(g) for g in groups],
+            [np.std(g, ddof=1) if len(g) > 1 else 0.0 for g in groups])
+
+  for key, sign, label in (('test_nll_iwae', 1.0, 'NLL (IWAE)'),
+                           ('test_elbo', -1.0, '-ELBO')):
+    mean, std = stats(key, sign)
+    left.errorbar(latent_dims, mean, yerr=std, marker='o', capsize=3, label=label)
+  _latent_axis(left, latent_dims)
+  left.set_xlabel('latent_dim')
+  left.set_ylabel('test nats')
+  left.legend()
+  left.grid(True, which='both', alpha=0.3)
+  mean, std = stats('active_units')
+  right.errorbar(latent_dims, mean, yerr=std, marker='o', capsize=3,
+                 label='active units')
+  right.plot(latent_dims, latent_dims, linestyle='--', color='grey',
+             label='all units')
+  _latent_axis(right, latent_dims)
+  right.set_yscale('log')
+  right.set_xlabel('latent_dim')
+  right.set_ylabel('active units (Var_x E[z_u|x] > 0.01)')
+  right.legend()
+  right.grid(True, which='both', alpha=0.3)
+  fig.savefig(path, dpi=120)
+
+
+def plot_samples_by_latent_dim(path, sample_images):
+  """Side by side, each latent size's grid of prior samples (its first seed).
+
+  Args:
+    path: the PNG to write.
+    sample_images: {member: path of its samples.png}.
+  """
+  firsts = {}
+  for member in sorted(sample_images, key=lambda m: (m.latent_dim, m.seed)):
+    firsts.setdefault(member.latent_dim, sample_images[member])
+  fig, axes = _figure(num_cols=len(firsts), width=2.4, height=2.7)
+  for ax, (latent_dim, image_path) in zip(axes, firsts.items()):
+    ax.imshow(mpl_image.imread(image_path))
+    ax.set_title(f'z = {latent_dim}')
+    ax.axis('off')
+  fig.savefig(path, dpi=120)
+
+
+def _latent_axis(ax, latent_dims):
+  """A log x-axis ticked at the latent sizes themselves."""
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  ax.set_xscale('log')
+  ax.xaxis.set_major_locator(ticker.FixedLocator(latent_dims))
+  ax.xaxis.set_major_formatter(ticker.FixedFormatter([str(k) for k in latent_dims]))
+  ax.xaxis.set_minor_locator(ticker.NullLocator())
+
+
+def _colors(num):
+  from matplotlib import colormaps  # pylint: disable=g-import-not-at-top
+  return [colormaps['viridis'](x) for x in np.linspace(0.0, 0.9, num)]

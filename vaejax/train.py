@@ -133,15 +133,16 @@ def make_train_step(model_fn, optimizer, config, steps_per_epoch):
   return train_step
 
 
-def make_train_epoch(train_step, config, steps_per_epoch):
+def make_train_epoch(train_step, config, steps_per_epoch, batch_sharding=None):
   """Builds `train_epoch(params, opt_state, train_data, epoch, run_key, data_key, *model_args)`.
 
   One epoch as one program: a `lax.scan` over the batches of the on-device
   training set. The data order (`fold_in(data_key, epoch)`) and the dynamic
   binarization (`fold_in(data_key, step)`) come from `data_key`, so the
   members of a sweep, which share it, see the same batches; everything else
-  goes to `train_step`. Returns (params, opt_state, losses `[steps, ...]`);
-  jit it with params and opt_state donated.
+  goes to `train_step`. With `batch_sharding`, each batch is laid out over
+  the devices by it (data parallelism). Returns (params, opt_state, losses
+  `[steps, ...]`); jit it with params and opt_state donated.
   """
   pixels = config.spec.pixels
   batch_size = config.batch_size
@@ -161,6 +162,8 @@ def make_train_epoch(train_step, config, steps_per_epoch):
       x = to_inputs(jnp.take(train_data, indices, axis=0), pixels,
                     config.dynamic_binarization,
                     jax.random.fold_in(binarize_key, step))
+      if batch_sharding is not None:
+        x = jax.lax.with_sharding_constraint(x, batch_sharding)
       params, opt_state, loss = train_step(params, opt_state, x, run_key, step,
                                            *model_args)
       return (params, opt_state), loss

@@ -1,0 +1,486 @@
+"""Latent-size sweeps: one VAE per (latent_dim, seed), trained as one program.
+
+Vectorised (the default), the members train together: their parameters are
+padded to the largest latent size L, stacked, and one jit-compiled epoch
+vmaps the training epoch over them. The members share the batches (one data
+key) unless `independent_data_order`. A member with latent_dim = k masks its
+dimensions k..L-1:
+
+  - the encoder's mean and log-variance there are set to 0: q = N(0, 1) = p,
+    so those dimensions add exactly 0 to the KL;
+  - z is multiplied by the mask before the decoder, so they feed nothing;
+  - hence the weights that read or write them get zero gradients.
+
+A member's weights start as a standalone k-dimensional model's (built with
+its seed, then placed into the padded shapes, zeros elsewhere), and
+`elbo.reparameterize` draws the same noise for the first k dimensions
+whatever L, so a member computes the function of its standalone model, to
+float rounding. Each member has its own folder with the files of a train run
+(config.json, metrics.jsonl, checkpoints of the unpadded k-dimensional state,
+results.json, images): a sweep resumes member by member, `vectorize=False`
+trains the same folders one after another, and `experiments.train` with a
+member's flags continues any member.
+
+Members are sharded over all devices (a Mesh with one axis); a single member
+shards its batch instead. `shard=(i, n)` keeps every n-th member from the
+i-th, for independent jobs; `summarize` merges the folders into results.csv,
+results.md and plots.
+"""
+
+import dataclasses
+import itertools
+import json
+import math
+import pathlib
+import time
+
+from flax import nnx
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import numpy as np
+
+from vaejax import config as config_lib
+from vaejax import data
+from vaejax import files
+from vaejax import plots
+from vaejax import train
+
+SWEEP_FILE = 'sweep.json'
+CSV_COLUMNS = ('latent_dim', 'seed', 'test_elbo', 'test_log_likelihood',
+               'test_kl', 'test_nll_iwae', 'active_units', 'iwae_samples',
+               'epochs', 'train_seconds')
+
+
+def _field(default, help_text):
+  return dataclasses.field(default=default, metadata={'help': help_text})
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepFlags:
+  """The sweep's own flags; every other flag is a `TrainConfig` field."""
+  latent_dims: tuple[int, ...] = _field(
+      (2, 5, 10, 20, 50, 200), 'Latent sizes of the members.')
+  seeds: tuple[int, ...] = _field((0,), 'Seeds of the members.')
+  vectorize: bool = _field(
+      True, 'Train all members as one vmapped program (else one after another).')
+  independent_data_order: bool = _field(
+      False, 'Give each member the data order of its own seed (else all '
+      'members share --data_seed\'s).')
+  shard: str = _field(
+      '0/1', 'i/n: train only members i, i+n, i+2n, ... (0 <= i < n), for n '
+      'independent jobs; then run `summarize`.')
+  distributed: bool = _field(
+      False, 'Call jax.distributed.initialize() first: one program over the '
+      'devices of all processes (multi-host).')
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  latent_dim: int
+  seed: int
+
+  @property
+  def name(self):
+    return f'latent{self.latent_dim:03d}_seed{self.seed}'
+
+
+def parse_shard(text):
+  """'i/n' -> (i, n), or a `ConfigError`."""
+  try:
+    index, count = (int(part) for part in text.split('/'))
+  except ValueError:
+    index, count = -1, 0
+  if not 0 <= index < count:
+    raise config_lib.ConfigError(
+        f'--shard must be i/n with 0 <= i < n, e.g. 0/4, got {text!r}')
+  return index, count
+
+
+def members_of(flags):
+  """All members, in order; checks the latent sizes and seeds."""
+  if not flags.latent_dims or min(flags.latent_dims) < 1:
+    raise config_lib.ConfigError(
+        f'--latent_dims must be one or more positive sizes, got '
+        f'{",".join(map(str, flags.latent_dims)) or "nothing"}')
+  if not flags.seeds or min(flags.seeds) < 0:
+    raise config_lib.ConfigError(
+        f'--seeds must be one or more seeds >= 0, got '
+        f'{",".join(map(str, flags.seeds)) or "nothing"}')
+  members = [Member(k, s) for k in flags.latent_dims for s in flags.seeds]
+  repeated = sorted({m.name for m in members if members.count(m) > 1})
+  if repeated:
+    raise config_lib.ConfigError(f'duplicate members: {", ".join(repeated)}; '
+                                 'list each latent size and seed once')
+  return members
+
+
+def member_config(base, flags, member):
+  return dataclasses.replace(
+      base, workdir=str(pathlib.Path(base.workdir) / member.name),
+      latent_dim=member.latent_dim, seed=member.seed,
+      data_seed=member.seed if flags.independent_data_order else base.data_seed)
+
+
+def run(base, flags, log=print):
+  """Trains the sweep's (shard of) members, resuming, then summarizes.
+
+  Args:
+    base: the `TrainConfig` shared by the members; its workdir is the sweep's,
+      its latent_dim and seed are replaced per member.
+    flags: `SweepFlags`.
+    log: prints a progress line.
+
+  Returns:
+    The summary rows (one dict per finished member).
+
+  Raises:
+    config.ConfigError, data.DataError, train.TrainingError: one-line errors;
+    the first two before any data is loaded.
+  """
+  members = members_of(flags)
+  shard_index, shard_count = parse_shard(flags.shard)
+  configs = [member_config(base, flags, m) for m in members]
+  for config in configs:
+    config_lib.validate(config)
+  _prepare_sweep_dir(base, flags)
+  mine = [c for i, c in enumerate(configs) if i % shard_count == shard_index]
+  run_dirs = [train.RunDir(c) for c in mine]
+  try:
+    todo = [(c, d) for c, d in zip(mine, run_dirs) if d.results() is None]
+    log(f'sweep of {len(members)} members; this job: {len(mine)}, '
+        f'{len(mine) - len(todo)} already finished')
+    if todo:
+      dataset = data.load(base.dataset, tfds_data_dir=base.tfds_data_dir,
+                          tfds_manual_dir=base.tfds_manual_dir)
+      if flags.vectorize:
+        _train_vectorized([c for c, _ in todo], [d for _, d in todo], dataset,
+                          log)
+      else:
+        for config, run_dir in todo:
+          log(f'member {pathlib.Path(config.workdir).name}')
+          train._train(config, dataset, run_dir)  # pylint: disable=protected-access
+  finally:
+    for run_dir in run_dirs:
+      run_dir.close()
+  if shard_count > 1:
+    log(f'shard {shard_index}/{shard_count} done; when every shard is done, '
+        'run: python -m experiments.sweep summarize '
+        f'--workdir={base.workdir}')
+    return None
+  return summarize(base.workdir, log=log)
+
+
+def _prepare_sweep_dir(base, flags):
+  """Writes sweep.json, or refuses a workdir that holds another sweep."""
+  config_lib.ensure_writable(base.workdir)
+  description = {
+      **config_lib.semantic_fields(base, drop=('latent_dim', 'seed')),
+      'latent_dims': list(flags.latent_dims),
+      'seeds': list(flags.seeds),
+      'independent_data_order': flags.independent_data_order,
+  }
+  config_lib.record_or_compare(pathlib.Path(base.workdir) / SWEEP_FILE,
+                               description, 'a sweep')
+
+
+# --- Padding a member's latent space. ---
+
+
+def _latent_axis_pairs(small, large, latent_dim, max_latent_dim):
+  """Per axis, (source, destination) slice pairs from `small` into `large` sizes."""
+  k, size = latent_dim, max_latent_dim
+  if small == large:
+    return [(slice(None), slice(None))]
+  if (small, large) == (k, size):
+    return [(slice(0, k), slice(0, k))]
+  if (small, large) == (2 * k, 2 * size):  # [mean; log_var] halves
+    return [(slice(0, k), slice(0, k)), (slice(k, 2 * k), slice(size, size + k))]
+  raise ValueError(f'cannot pad axis of size {small} to {large} for '
+                   f'latent_dim {k} -> {size}')
+
+
+def embed_latents(tree, like, latent_dim, max_latent_dim):
+  """Places a `latent_dim` model's arrays into `max_latent_dim` shapes, zeros elsewhere.
+
+  Works on any tree whose leaves mirror the parameters (the parameters, the
+  optimizer state): axes of size k become L, axes of size 2k (the encoder's
+  mean and log-variance) become 2L with the halves at 0 and L.
+  """
+
+  def place(small, large):
+    out = jnp.zeros_like(large)
+    pairs = [_latent_axis_pairs(s, l, latent_dim, max_latent_dim)
+             for s, l in zip(jnp.shape(small), jnp.shape(large))]
+    for combo in itertools.product(*pairs):
+      src = tuple(p[0] for p in combo)
+      dst = tuple(p[1] for p in combo)
+      out = out.at[dst].set(jnp.asarray(small)[src])
+    return out
+
+  return jax.tree.map(place, tree, like)
+
+
+def extract_latents(tree, like, latent_dim, max_latent_dim):
+  """The inverse of `embed_latents`: a padded tree cut to the shapes of `like`."""
+
+  def cut(large, small):
+    out = jnp.zeros_like(small)
+    pairs = [_latent_axis_pairs(s, l, latent_dim, max_latent_dim)
+             for s, l in zip(jnp.shape(small), jnp.shape(large))]
+    for combo in itertools.product(*pairs):
+      src = tuple(p[0] for p in combo)
+      dst = tuple(p[1] for p in combo)
+      out = out.at[src].set(jnp.asarray(large)[dst])
+    return out
+
+  return jax.tree.map(cut, tree, like)
+
+
+class MaskedLatents:
+  """A model with latent dimensions where `mask` is 0 switched off.
+
+  There the posterior is the prior N(0, 1) (mean 0, log-variance 0: no KL)
+  and z is zeroed before the decoder (no input, no gradient).
+  """
+
+  def __init__(self, model, mask):
+    self.model = model
+    self.mask = mask
+
+  def encode(self, x):
+    mean, log_var = self.model.encode(x)
+    on = self.mask > 0
+    return jnp.where(on, mean, 0.0), jnp.where(on, log_var, 0.0)
+
+  def log_likelihood(self, x, z):
+    return self.model.log_likelihood(x, z * self.mask)
+
+
+# --- Devices. ---
+
+
+def _mesh():
+  return jax.sharding.Mesh(np.asarray(jax.devices()), ('devices',))
+
+
+def _put(tree, sharding):
+  """Host or device arrays -> global arrays with `sharding` (multi-host safe)."""
+
+  def put(a):
+    a = np.asarray(a) if not jax.dtypes.issubdtype(
+        getattr(a, 'dtype', None), jax.dtypes.prng_key) else a
+    if isinstance(a, np.ndarray):
+      return jax.make_array_from_callback(a.shape, sharding, lambda i: a[i])
+    return jax.device_put(a, sharding)
+
+  return jax.tree.map(put, tree)
+
+
+def _to_host(tree):
+  if jax.process_count() > 1:
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree.map(np.asarray, tree)
+
+
+def _train_vectorized(configs, run_dirs, dataset, log):
+  """Trains `configs` (same flags but latent_dim, seed, data_seed) together."""
+  base = configs[0]
+  num_members = len(configs)
+  max_latent = max(c.latent_dim for c in configs)
+  steps_per_epoch = len(dataset.train) // base.batch_size
+  optimizer = train.build_optimizer(base, steps_per_epoch)
+
+  padded_model = train.build_model(
+      dataclasses.replace(base, latent_dim=max_latent), jax.random.key(0))
+  graphdef, padded_params = nnx.split(padded_model, nnx.Param)
+  padded_like = {'params': padded_params,
+                 'opt_state': optimizer.init(padded_params)}
+
+  # Each member starts where its own checkpoints are; all resume from the
+  # earliest epoch that every member has (a kill while saving leaves them at
+  # most one epoch apart, and each keeps its last few checkpoints).
+  start_epoch = min(d.latest_epoch() for d in run_dirs)
+  states, standalone, keys = [], [], []
+  for config, run_dir in zip(configs, run_dirs):
+    member_keys = train.RunKeys.of(config)
+    member_graphdef, params = nnx.split(
+        train.build_model(config, member_keys.model), nnx.Param)
+    like = {'params': params, 'opt_state': optimizer.init(params)}
+    _, state = run_dir.restore(like, epoch=start_epoch)
+    states.append(embed_latents(state, padded_like, config.latent_dim, max_latent))
+    standalone.append((member_graphdef, like))
+    keys.append(member_keys)
+  masks = [jnp.arange(max_latent) < c.latent_dim for c in configs]
+
+  mesh = _mesh()
+  num_devices = mesh.devices.size
+  # Pad the members to a multiple of the devices with copies of the first;
+  # their results are dropped.
+  padded_count = -(-num_members // num_devices) * num_devices
+  index = list(range(num_members)) + [0] * (padded_count - num_members)
+  stack = lambda items: jax.tree.map(lambda *a: jnp.stack(a), *[items[i] for i in index])
+  members_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('devices'))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state = _put(stack(states), members_sharding)
+  mask = _put(stack([m.astype(jnp.float32) for m in masks]), members_sharding)
+  run_key = _put(stack([k.run for k in keys]), members_sharding)
+  valid_key = _put(stack([k.valid for k in keys]), members_sharding)
+  test_key = _put(stack([k.test for k in keys]), members_sharding)
+  independent = len({c.data_seed for c in configs}) > 1
+  if independent:
+    data_key = _put(stack([k.data for k in keys]), members_sharding)
+  else:
+    data_key = _put(keys[0].data, replicated)
+  train_data = _put(dataset.train, replicated)
+  valid_x = _put(train.eval_inputs(dataset.valid, base, 0), replicated)
+  test_x = _put(train.eval_inputs(dataset.test, base, 1), replicated)
+
+  model_fn = lambda params, mask: MaskedLatents(nnx.merge(graphdef, params), mask)
+  batch_sharding = None
+  if padded_count == 1 and num_devices > 1 and base.batch_size % num_devices == 0:
+    batch_sharding = members_sharding  # one member: shard its batch
+  train_step = train.make_train_step(model_fn, optimizer, base, steps_per_epoch)
+  epoch_fn = train.make_train_epoch(train_step, base, steps_per_epoch,
+                                    batch_sharding=batch_sharding)
+
+  def members_epoch(state, train_data, epoch, run_key, data_key, mask):
+    params, opt_state, losses = jax.vmap(
+        epoch_fn, in_axes=(0, 0, None, None, 0, 0 if independent else None, 0))(
+            state['params'], state['opt_state'], train_data, epoch, run_key,
+            data_key, mask)
+    return {'params': params, 'opt_state': opt_state}, losses
+
+  compile_start = time.perf_counter()
+  members_epoch = jax.jit(members_epoch, donate_argnums=0).lower(
+      state, train_data, jnp.int32(0), run_key, data_key, mask).compile()
+  evaluate = jax.jit(jax.vmap(train.make_evaluate(model_fn, base.eval_batch_size),
+                              in_axes=(0, None, 0, 0)))
+  compile_seconds = time.perf_counter() - compile_start
+  log(f'{num_members} members padded to latent_dim {max_latent}, on '
+      f'{num_devices} device(s); compiled in {compile_seconds:.1f} s')
+  if start_epoch:
+    log(f'resuming from epoch {start_epoch}')
+
+  progress = train.Progress(base, start_epoch)
+  try:
+    for epoch in range(start_epoch, base.num_epochs):
+      start = time.perf_counter()
+      state, losses = members_epoch(state, train_data, jnp.int32(epoch),
+                                    run_key, data_key, mask)
+      losses = _to_host(losses)
+      epoch_seconds = time.perf_counter() - start
+      for m, config in enumerate(configs):
+        train.check_finite(losses[m], epoch,
+                           f' in member {pathlib.Path(config.workdir).name}')
+      valid_terms = _to_host(evaluate(state['params'], valid_x, valid_key, mask))
+      test_terms = _to_host(evaluate(state['params'], test_x, test_key, mask))
+      host_state = _to_host(state)
+      for m, (config, run_dir) in enumerate(zip(configs, run_dirs)):
+        pick = lambda tree: jax.tree.map(lambda a: a[m], tree)
+        record = train.epoch_record(config, epoch, losses[m], epoch_seconds,
+                                    pick(valid_terms), pick(test_terms),
+                                    steps_per_epoch)
+        member_state = extract_latents(pick(host_state), standalone[m][1],
+                                       config.latent_dim, max_latent)
+        run_dir.end_epoch(record, member_state)
+      progress.bar.update(1)
+      elbos = ', '.join(f'{c.latent_dim}: {float(test_terms.elbo[m]):.2f}'
+                        for m, c in enumerate(configs))
+      progress.write(
+          f'epoch {epoch + 1}/{base.num_epochs}  {epoch_seconds:.2f} s '
+          f'({num_members * steps_per_epoch * base.batch_size / epoch_seconds:,.0f} '
+          f'member-examples/s)  test ELBO by latent_dim {{{elbos}}}')
+  finally:
+    progress.close()
+
+  host_state = _to_host(state)
+  test_inputs = train.eval_inputs(dataset.test, base, 1)
+  for m, (config, run_dir) in enumerate(zip(configs, run_dirs)):
+    member_graphdef, like = standalone[m]
+    params = extract_latents(jax.tree.map(lambda a: a[m], host_state['params']),
+                             like['params'], config.latent_dim, max_latent)
+    results = train.finish(run_dir, dataset,
+                           lambda p, g=member_graphdef: nnx.merge(g, p),
+                           params, test_inputs, keys[m], compile_seconds)
+    log(f'member {pathlib.Path(config.workdir).name}: test ELBO '
+        f'{results["test_elbo"]:.3f}, NLL {results["test_nll_iwae"]:.3f} '
+        f'(K={results["iwae_samples"]}), active units '
+        f'{results["active_units"]}/{config.latent_dim}')
+
+
+# --- Summaries. ---
+
+
+def summarize(workdir, log=print):
+  """Merges the members' results into results.csv, results.md and plots.
+
+  Returns:
+    One dict per finished member, in the sweep's order.
+  """
+  workdir = pathlib.Path(workdir)
+  path = workdir / SWEEP_FILE
+  if not path.exists():
+    raise config_lib.ConfigError(f'{workdir} holds no sweep ({SWEEP_FILE} is missing)')
+  saved = json.loads(path.read_text())
+  members = [Member(k, s) for k in saved['latent_dims'] for s in saved['seeds']]
+  rows, curves, missing = [], {}, []
+  for member in members:
+    member_dir = workdir / member.name
+    if not (member_dir / 'results.json').exists():
+      missing.append(member.name)
+      continue
+    results = files.read_json(member_dir / 'results.json')
+    rows.append({'seed': member.seed, **{k: results.get(k) for k in CSV_COLUMNS
+                                         if k != 'seed'}})
+    curves[member] = files.read_jsonl(member_dir / 'metrics.jsonl')
+  if missing:
+    log(f'not finished yet: {", ".join(missing)}')
+  _write_csv(workdir / 'results.csv', rows)
+  table = results_markdown(rows)
+  files.write_atomic(workdir / 'results.md', table)
+  if rows:
+    plots.plot_bound_curves(workdir / 'bound_vs_examples.png', curves)
+    plots.plot_by_latent_dim(workdir / 'nll_and_active_units.png', rows)
+    plots.plot_samples_by_latent_dim(
+        workdir / 'samples_by_latent_dim.png',
+        {m: workdir / m.name / 'samples.png' for m in curves})
+  log(table)
+  return rows
+
+
+def _write_csv(path, rows):
+  lines = [','.join(CSV_COLUMNS)]
+  for row in rows:
+    lines.append(','.join('' if row[c] is None else repr(row[c]) if isinstance(
+        row[c], float) else str(row[c]) for c in CSV_COLUMNS))
+  files.write_atomic(path, '\n'.join(lines) + '\n')
+
+
+def results_markdown(rows):
+  """The members table, and mean +- std over seeds per latent size."""
+  lines = ['| latent_dim | seed | test ELBO | test log-likelihood | test KL | '
+           'test NLL (IWAE) | active units |',
+           '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+  for r in rows:
+    lines.append(f'| {r["latent_dim"]} | {r["seed"]} | {r["test_elbo"]:.2f} | '
+                 f'{r["test_log_likelihood"]:.2f} | {r["test_kl"]:.2f} | '
+                 f'{r["test_nll_iwae"]:.2f} | {r["active_units"]} |')
+  lines += ['', '| latent_dim | seeds | test ELBO | test NLL (IWAE) | active units |',
+            '| ---: | ---: | ---: | ---: | ---: |']
+  for latent_dim in sorted({r['latent_dim'] for r in rows}):
+    group = [r for r in rows if r['latent_dim'] == latent_dim]
+    cells = [_mean_std([r[k] for r in group])
+             for k in ('test_elbo', 'test_nll_iwae', 'active_units')]
+    lines.append(f'| {latent_dim} | {len(group)} | ' + ' | '.join(cells) + ' |')
+  if rows:
+    lines.append(f'\nNLL by the importance-weighted bound with K = '
+                 f'{rows[0]["iwae_samples"]}; mean +- standard deviation over seeds.')
+  return '\n'.join(lines) + '\n'
+
+
+def _mean_std(values):
+  values = np.asarray(values, np.float64)
+  if len(values) < 2:
+    return f'{values.mean():.2f}'
+  return f'{values.mean():.2f} +- {values.std(ddof=1):.2f}'
