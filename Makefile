@@ -10,8 +10,10 @@ PYTEST_ARGS ?=
 # let TFDS download.
 TFDS_MANUAL_DIR ?= $(if $(wildcard ../shared/data),../shared/data,)
 WORKDIR ?= runs/flax_example
+SWEEP_WORKDIR ?= runs/sweep
+SWEEP_FLAGS ?= --latent_dims=2,5,10,20,50,200 --seeds=0,1,2 --eval_iwae_samples=100
 
-.PHONY: install test train clean
+.PHONY: install test train sweep clean
 
 install: $(STAMP)
 
@@ -30,6 +32,14 @@ test: $(STAMP)
 train: $(STAMP)
 	$(BIN)/python -m experiments.train \
 	  --flagfile=experiments/flags/flax_example.flags --workdir=$(WORKDIR) \
+	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
+
+# The main job: the Flax example's model at six latent sizes and three seeds,
+# 18 members trained as one program; results.md and plots in SWEEP_WORKDIR.
+sweep: $(STAMP)
+	$(BIN)/python -m experiments.sweep \
+	  --flagfile=experiments/flags/flax_example.flags \
+	  --workdir=$(SWEEP_WORKDIR) $(SWEEP_FLAGS) \
 	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
 clean:

@@ -304,12 +304,11 @@ def _train_vectorized(configs, run_dirs, dataset, log):
   states, standalone, keys = [], [], []
   for config, run_dir in zip(configs, run_dirs):
     member_keys = train.RunKeys.of(config)
-    member_graphdef, params = nnx.split(
-        train.build_model(config, member_keys.model), nnx.Param)
+    _, params = nnx.split(train.build_model(config, member_keys.model), nnx.Param)
     like = {'params': params, 'opt_state': optimizer.init(params)}
     _, state = run_dir.restore(like, epoch=start_epoch)
     states.append(embed_latents(state, padded_like, config.latent_dim, max_latent))
-    standalone.append((member_graphdef, like))
+    standalone.append(like)
     keys.append(member_keys)
   masks = [jnp.arange(max_latent) < c.latent_dim for c in configs]
 
@@ -381,7 +380,7 @@ def _train_vectorized(configs, run_dirs, dataset, log):
         record = train.epoch_record(config, epoch, losses[m], epoch_seconds,
                                     pick(valid_terms), pick(test_terms),
                                     steps_per_epoch)
-        member_state = extract_latents(pick(host_state), standalone[m][1],
+        member_state = extract_latents(pick(host_state), standalone[m],
                                        config.latent_dim, max_latent)
         run_dir.end_epoch(record, member_state)
       progress.bar.update(1)
@@ -397,12 +396,11 @@ def _train_vectorized(configs, run_dirs, dataset, log):
   host_state = _to_host(state)
   test_inputs = train.eval_inputs(dataset.test, base, 1)
   for m, (config, run_dir) in enumerate(zip(configs, run_dirs)):
-    member_graphdef, like = standalone[m]
     params = extract_latents(jax.tree.map(lambda a: a[m], host_state['params']),
-                             like['params'], config.latent_dim, max_latent)
-    results = train.finish(run_dir, dataset,
-                           lambda p, g=member_graphdef: nnx.merge(g, p),
-                           params, test_inputs, keys[m], compile_seconds)
+                             standalone[m]['params'], config.latent_dim,
+                             max_latent)
+    results = train.finish(run_dir, dataset, params, test_inputs, keys[m],
+                           compile_seconds)
     log(f'member {pathlib.Path(config.workdir).name}: test ELBO '
         f'{results["test_elbo"]:.3f}, NLL {results["test_nll_iwae"]:.3f} '
         f'(K={results["iwae_samples"]}), active units '

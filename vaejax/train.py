@@ -16,6 +16,7 @@ import math
 import pathlib
 import sys
 import time
+import types
 
 from flax import nnx
 import jax
@@ -490,8 +491,7 @@ def _train(config, dataset, run_dir):
       progress.update(record)
     progress.write(f'evaluating: test NLL by the importance-weighted bound, '
                    f'K={config.eval_iwae_samples}')
-    results = finish(run_dir, dataset, model_fn, params, test_x, keys,
-                     compile_seconds)
+    results = finish(run_dir, dataset, params, test_x, keys, compile_seconds)
     progress.write(
         f'test ELBO {results["test_elbo"]:.3f} nats, test NLL (IWAE, '
         f'K={results["iwae_samples"]}) {results["test_nll_iwae"]:.3f} nats, '
@@ -501,28 +501,13 @@ def _train(config, dataset, run_dir):
     progress.close()
 
 
-def finish(run_dir, dataset, model_fn, params, test_x, keys, compile_seconds):
+def finish(run_dir, dataset, params, test_x, keys, compile_seconds):
   """Final evaluation, images and results.json of a trained run."""
   config = run_dir.config
-  results = _final_evaluation(config, dataset, model_fn, params, test_x,
-                              keys.test, keys.iwae)
-  results['compile_seconds'] = compile_seconds
-  records = files.read_jsonl(run_dir.metrics_path)
-  results['train_seconds'] = sum(r['epoch_seconds'] for r in records)
-  _save_images(config, dataset, model_fn(params), test_x, run_dir.path)
-  files.write_json(run_dir.results_path, results)
-  return results
-
-
-def _final_evaluation(config, dataset, model_fn, params, test_x, test_key,
-                      iwae_key):
-  evaluate = jax.jit(make_evaluate(model_fn, config.eval_batch_size))
-  terms = evaluate(params, test_x, test_key)
-  iwae = jax.jit(make_iwae(model_fn, config.eval_iwae_samples,
-                           config.iwae_chunk_size))
-  bounds = np.asarray(iwae(params, test_x, iwae_key), np.float64)
-  active, kl_per_dim = jax.jit(
-      make_latent_stats(model_fn, config.eval_batch_size))(params, test_x)
+  programs = final_programs(_shape_config(config))
+  terms = programs.evaluate(params, test_x, keys.test)
+  bounds = np.asarray(programs.iwae(params, test_x, keys.iwae), np.float64)
+  active, kl_per_dim = programs.latent_stats(params, test_x)
   results = {
       'epochs': config.num_epochs,
       'latent_dim': config.latent_dim,
@@ -537,27 +522,60 @@ def _final_evaluation(config, dataset, model_fn, params, test_x, test_key,
   }
   if dataset.test_log_marginal is not None:
     results['test_nll_true'] = float(-np.mean(dataset.test_log_marginal))
+  results['compile_seconds'] = compile_seconds
+  records = files.read_jsonl(run_dir.metrics_path)
+  results['train_seconds'] = sum(r['epoch_seconds'] for r in records)
+  _save_images(config, dataset, programs, params, test_x, run_dir.path)
+  files.write_json(run_dir.results_path, results)
   return results
 
 
-def _save_images(config, dataset, model, test_x, workdir):
+def _shape_config(config):
+  """`config` without what does not change the final programs (seeds, paths)."""
+  return dataclasses.replace(config, workdir='', seed=0, data_seed=0,
+                             tfds_data_dir=None, tfds_manual_dir=None,
+                             progress=False)
+
+
+@functools.lru_cache(maxsize=16)
+def final_programs(config):
+  """The jit-compiled final evaluation of `config`'s model.
+
+  Cached by configuration, so the members of a sweep that share a latent size
+  compile these programs once.
+  """
+  graphdef = nnx.split(build_model(config, jax.random.key(0)), nnx.Param)[0]
+  model_fn = functools.partial(nnx.merge, graphdef)
+
+  def reconstruct(params, x):
+    model = model_fn(params)
+    return jax.vmap(lambda x: model.mean_image(model.encode(x)[0]))(x)
+
+  def decode_means(params, z):
+    return jax.vmap(model_fn(params).mean_image)(z)
+
+  return types.SimpleNamespace(
+      evaluate=jax.jit(make_evaluate(model_fn, config.eval_batch_size)),
+      iwae=jax.jit(make_iwae(model_fn, config.eval_iwae_samples,
+                             config.iwae_chunk_size)),
+      latent_stats=jax.jit(make_latent_stats(model_fn, config.eval_batch_size)),
+      reconstruct=jax.jit(reconstruct),
+      decode_means=jax.jit(decode_means))
+
+
+def _save_images(config, dataset, programs, params, test_x, workdir):
   if config.spec.pixels == 'real':
     value_range = (float(dataset.test.min()), float(dataset.test.max()))
   else:
     value_range = (0.0, 1.0)
   save = functools.partial(plots.save_grid, value_range=value_range)
-
-  @jax.jit
-  def reconstruct(x):
-    return jax.vmap(lambda x: model.mean_image(model.encode(x)[0]))(x)
-
   originals = test_x[:16]
   save(workdir / 'reconstructions.png',
-       jnp.concatenate([originals, reconstruct(originals)]), num_cols=16)
+       jnp.concatenate([originals, programs.reconstruct(params, originals)]),
+       num_cols=16)
   sample_key = jax.random.fold_in(jax.random.key(config.seed), 7)
-  save(workdir / 'samples.png', jax.jit(model.sample, static_argnums=1)(
-      sample_key, 64), num_cols=8)
+  z = jax.random.normal(sample_key, (64, config.latent_dim))
+  save(workdir / 'samples.png', programs.decode_means(params, z), num_cols=8)
   if config.latent_dim == 2:
-    z = plots.manifold_latents(20)
-    save(workdir / 'manifold.png', jax.jit(jax.vmap(model.mean_image))(z),
-         num_cols=20)
+    save(workdir / 'manifold.png',
+         programs.decode_means(params, plots.manifold_latents(20)), num_cols=20)

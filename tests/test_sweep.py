@@ -1,0 +1,270 @@
+"""vaejax.sweep: masked members, vectorised == standalone == sequential, devices, shards, resume."""
+
+import csv
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vaejax
+from vaejax import checkpoint
+from vaejax import config as config_lib
+from vaejax import files
+from vaejax import sweep
+from vaejax import train
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+TIMING_FIELDS = ('epoch_seconds', 'examples_per_second', 'compile_seconds',
+                 'train_seconds')
+FLAGS = sweep.SweepFlags(latent_dims=(1, 3), seeds=(0, 1))
+# Float tolerance between differently batched programs.
+RTOL = 2e-5
+
+
+def base_config(workdir, **overrides):
+  fields = dict(workdir=str(workdir), dataset='linear_gaussian',
+                likelihood='gaussian', hidden_dims=(16,), batch_size=100,
+                num_epochs=2, eval_iwae_samples=10, progress=False)
+  fields.update(overrides)
+  return config_lib.TrainConfig(**fields)
+
+
+def quiet(*_):
+  pass
+
+
+def run_sweep(workdir, flags=FLAGS, **overrides):
+  return sweep.run(base_config(workdir, **overrides), flags, log=quiet)
+
+
+def member_files(workdir, name):
+  member_dir = pathlib.Path(workdir) / name
+  metrics = [{k: v for k, v in r.items() if k not in TIMING_FIELDS}
+             for r in files.read_jsonl(member_dir / 'metrics.jsonl')]
+  results = {k: v for k, v in files.read_json(member_dir / 'results.json').items()
+             if k not in TIMING_FIELDS}
+  return metrics, results
+
+
+def assert_close(a, b):
+  """Equal structure; numbers equal to RTOL."""
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=RTOL), a, b)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """One vectorised job over all members of FLAGS."""
+  workdir = tmp_path_factory.mktemp('reference')
+  rows = run_sweep(workdir)
+  return workdir, rows
+
+
+# --- The masked, padded member is the standalone model. ---
+
+
+def padded_pair(latent_dim=2, max_latent_dim=5, **kwargs):
+  config = base_config('unused', latent_dim=latent_dim, **kwargs)
+  key = jax.random.key(7)
+  small_graphdef, small = nnx.split(train.build_model(config, key), nnx.Param)
+  big_graphdef, big = nnx.split(
+      train.build_model(dataclasses.replace(config, latent_dim=max_latent_dim),
+                        jax.random.key(0)), nnx.Param)
+  embedded = sweep.embed_latents(small, big, latent_dim, max_latent_dim)
+  mask = (jnp.arange(max_latent_dim) < latent_dim).astype(jnp.float32)
+  standalone = lambda p: nnx.merge(small_graphdef, p)
+  padded = lambda p: sweep.MaskedLatents(nnx.merge(big_graphdef, p), mask)
+  return small, embedded, standalone, padded
+
+
+@pytest.mark.parametrize('architecture', ['mlp', 'conv'])
+def test_embed_then_extract_is_the_identity(architecture):
+  small, embedded, _, _ = padded_pair(architecture=architecture, conv_channels=(4, 8))
+  back = sweep.extract_latents(embedded, small, 2, 5)
+  jax.tree.map(np.testing.assert_array_equal, back, small)
+  # What is not the member's is zero.
+  zeroed = sweep.embed_latents(jax.tree.map(jnp.zeros_like, small), embedded, 2, 5)
+  assert all(jnp.all(z == 0) for z in jax.tree.leaves(zeroed))
+
+
+@pytest.mark.parametrize('num_samples, analytic_kl', [(1, True), (4, False)])
+def test_masked_member_computes_the_standalone_function(num_samples, analytic_kl):
+  small, embedded, standalone, padded = padded_pair()
+  x = vaejax.make_linear_gaussian(jax.random.key(1), 64, 3).sample(
+      jax.random.key(2), 6).reshape(6, 8, 8, 1)
+
+  def loss(model_fn, params):
+    return vaejax.negative_elbo(model_fn(params), x, jax.random.key(3),
+                                num_samples=num_samples, analytic_kl=analytic_kl)
+
+  (loss_small, terms_small), grads_small = jax.value_and_grad(
+      lambda p: loss(standalone, p), has_aux=True)(small)
+  (loss_big, terms_big), grads_big = jax.value_and_grad(
+      lambda p: loss(padded, p), has_aux=True)(embedded)
+  np.testing.assert_allclose(loss_big, loss_small, rtol=1e-6)
+  assert_close(terms_big, terms_small)
+  # The member's weights get the standalone gradients; the rest get none.
+  assert_close(sweep.extract_latents(grads_big, small, 2, 5), grads_small)
+  outside = jax.tree.map(lambda g, e: g - e, grads_big,
+                         sweep.embed_latents(grads_small, grads_big, 2, 5))
+  jax.tree.map(lambda o, g: np.testing.assert_allclose(o, 0, atol=1e-5 * (
+      1 + float(jnp.max(jnp.abs(g))))), outside, grads_big)
+  zero_pattern = sweep.embed_latents(jax.tree.map(jnp.ones_like, small),
+                                     grads_big, 2, 5)
+  for g, on in zip(jax.tree.leaves(grads_big), jax.tree.leaves(zero_pattern)):
+    assert jnp.all(jnp.where(on == 0, g, 0) == 0)
+  bound_small = vaejax.iwae_bound(standalone(small), x[0], jax.random.key(4), 50)
+  bound_big = vaejax.iwae_bound(padded(embedded), x[0], jax.random.key(4), 50)
+  np.testing.assert_allclose(bound_big, bound_small, rtol=1e-6)
+
+
+# --- Whole sweeps. ---
+
+
+def test_vectorised_member_equals_a_standalone_train_run(reference, tmp_path):
+  workdir, rows = reference
+  assert [(r['latent_dim'], r['seed']) for r in rows] == [(1, 0), (1, 1), (3, 0), (3, 1)]
+  standalone = base_config(tmp_path, latent_dim=3, seed=1)
+  train.train_and_evaluate(standalone)
+  assert_close(member_files(workdir, 'latent003_seed1'),
+               member_files(tmp_path, '.'))
+
+
+def test_vectorised_equals_sequential(reference, tmp_path):
+  workdir, _ = reference
+  run_sweep(tmp_path, dataclasses.replace(FLAGS, vectorize=False))
+  for member in sweep.members_of(FLAGS):
+    assert_close(member_files(workdir, member.name),
+                 member_files(tmp_path, member.name))
+
+
+def test_outputs_of_a_sweep(reference):
+  workdir, rows = reference
+  with open(workdir / 'results.csv') as f:
+    table = list(csv.DictReader(f))
+  assert [(int(r['latent_dim']), int(r['seed'])) for r in table] == [
+      (1, 0), (1, 1), (3, 0), (3, 1)]
+  for r, row in zip(table, rows):
+    for column in ('test_elbo', 'test_log_likelihood', 'test_kl', 'test_nll_iwae'):
+      assert float(r[column]) == row[column]
+    assert int(r['active_units']) == row['active_units']
+  markdown = (workdir / 'results.md').read_text()
+  elbos = [row['test_elbo'] for row in rows if row['latent_dim'] == 3]
+  assert (f'| 3 | 2 | {np.mean(elbos):.2f} +- {np.std(elbos, ddof=1):.2f} |'
+          in markdown)
+  for name in ('bound_vs_examples.png', 'nll_and_active_units.png',
+               'samples_by_latent_dim.png'):
+    assert (workdir / name).stat().st_size > 1000, name
+
+
+def test_independent_data_order_gives_each_member_its_seeds_order(tmp_path):
+  flags = sweep.SweepFlags(latent_dims=(2,), seeds=(0, 5), independent_data_order=True)
+  run_sweep(tmp_path / 'sweep', flags)
+  standalone = base_config(tmp_path / 'alone', latent_dim=2, seed=5, data_seed=5)
+  train.train_and_evaluate(standalone)
+  assert_close(member_files(tmp_path / 'sweep', 'latent002_seed5'),
+               member_files(tmp_path / 'alone', '.'))
+
+
+def test_shards_then_summarize_equal_one_job(reference, tmp_path):
+  workdir, rows = reference
+  for shard in ('0/3', '1/3', '2/3'):
+    assert run_sweep(tmp_path, dataclasses.replace(FLAGS, shard=shard)) is None
+  merged = sweep.summarize(tmp_path, log=quiet)
+  assert_close([{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in merged],
+               [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows])
+
+
+class Killed(Exception):
+  pass
+
+
+def test_resume_of_a_half_finished_sweep(reference, tmp_path, monkeypatch):
+  workdir, rows = reference
+  # Sequentially: the first member finishes, the second dies after epoch 1.
+  original_save = checkpoint.Checkpointer.save
+  saves = []
+
+  def save_then_die(self, epoch, state):
+    original_save(self, epoch, state)
+    saves.append(epoch)
+    if len(saves) == 3:
+      raise Killed
+
+  monkeypatch.setattr(checkpoint.Checkpointer, 'save', save_then_die)
+  with pytest.raises(Killed):
+    run_sweep(tmp_path, dataclasses.replace(FLAGS, vectorize=False))
+  monkeypatch.undo()
+  first = tmp_path / 'latent001_seed0'
+  finished = {p: p.stat().st_mtime_ns for p in first.rglob('*') if p.is_file()}
+  assert (first / 'results.json').exists()
+  assert not (tmp_path / 'latent001_seed1' / 'results.json').exists()
+  # Vectorised, the same sweep skips the finished member and resumes the rest.
+  resumed = run_sweep(tmp_path)
+  assert {p: p.stat().st_mtime_ns for p in first.rglob('*') if p.is_file()} == finished
+  assert_close([{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in resumed],
+               [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows])
+
+
+def run_binary(*args, env=None):
+  return subprocess.run(
+      [sys.executable, '-m', 'experiments.sweep', *args], cwd=REPO_ROOT,
+      capture_output=True, text=True, timeout=600, env=env)
+
+
+SMALL_FLAGS = ['--dataset=linear_gaussian', '--likelihood=gaussian',
+               '--hidden_dims=16', '--batch_size=100', '--num_epochs=2',
+               '--eval_iwae_samples=10']
+
+
+@pytest.mark.parametrize('latent_dims, seeds, name', [
+    ('1,3', '0,1', None),   # members sharded over the devices (4 on 4)
+    ('3', '1', 'latent003_seed1'),  # one member: its batch sharded
+])
+def test_four_devices_give_the_results_of_one(reference, tmp_path, latent_dims,
+                                              seeds, name):
+  workdir, rows = reference
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  result = run_binary(f'--workdir={tmp_path}', f'--latent_dims={latent_dims}',
+                      f'--seeds={seeds}', *SMALL_FLAGS, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'on 4 device(s)' in result.stdout
+  names = [name] if name else [m.name for m in sweep.members_of(FLAGS)]
+  for member in names:
+    assert_close(member_files(tmp_path, member), member_files(workdir, member))
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--latent_dims='], '--latent_dims must be one or more positive sizes'),
+    (['--latent_dims=2,0'], '--latent_dims must be one or more positive sizes'),
+    (['--latent_dims=-3'], '--latent_dims must be one or more positive sizes'),
+    (['--latent_dims=2,x'], '--latent_dims takes comma-separated integers'),
+    (['--latent_dims=2,5,2'], 'duplicate members: latent002_seed0'),
+    (['--seeds=1,1'], 'duplicate members'),
+    (['--shard=2/2'], '--shard must be i/n'),
+    (['--shard=a/b'], '--shard must be i/n'),
+    (['--shard=1'], '--shard must be i/n'),
+    (['--batch_size=5000'], 'larger than the 2000 training examples'),
+])
+def test_bad_sweep_flags_fail_fast_with_one_line(tmp_path, args, message):
+  start = time.perf_counter()
+  result = run_binary(f'--workdir={tmp_path / "sweep"}', *SMALL_FLAGS, *args)
+  assert time.perf_counter() - start < 30  # mostly the interpreter starting
+  assert result.returncode != 0
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], (
+      result.stderr)
+  assert not (tmp_path / 'sweep').exists()
+
+
+def test_a_workdir_of_another_sweep_is_refused(reference):
+  workdir, _ = reference
+  with pytest.raises(config_lib.ConfigError, match=r'--latent_dims \(\[1, 3\] there'):
+    run_sweep(workdir, sweep.SweepFlags(latent_dims=(1, 4), seeds=(0, 1)))
