@@ -44,7 +44,10 @@ def main(argv):
     sweep.parse_shard(sweep_flags.shard)
     sweep.members_of(sweep_flags)
     if sweep_flags.distributed:
-      jax.distributed.initialize()
+      jax.distributed.initialize(
+          coordinator_address=sweep_flags.coordinator_address,
+          num_processes=sweep_flags.num_processes,
+          process_id=sweep_flags.process_id)
     sweep.run(base, sweep_flags,
               log=print if jax.process_index() == 0 else lambda *_: None)
   except (config_lib.ConfigError, data.DataError, train.TrainingError) as e:

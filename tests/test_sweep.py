@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 import time
@@ -239,6 +240,38 @@ def test_four_devices_give_the_results_of_one(reference, tmp_path, latent_dims,
   names = [name] if name else [m.name for m in sweep.members_of(FLAGS)]
   for member in names:
     assert_close(member_files(tmp_path, member), member_files(workdir, member))
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_give_the_results_of_one(reference, tmp_path):
+  # A multi-host job on one machine: two processes with two CPU devices each,
+  # one program over the four, through jax.distributed on the loopback.
+  workdir, _ = reference
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  port = free_port()
+  processes = [
+      subprocess.Popen(
+          [sys.executable, '-m', 'experiments.sweep', f'--workdir={tmp_path}',
+           '--latent_dims=1,3', '--seeds=0,1', *SMALL_FLAGS, '--distributed',
+           f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+           f'--process_id={i}'],
+          cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+          text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=600) for p in processes]
+  for p, (out, err) in zip(processes, outputs):
+    assert p.returncode == 0, err[-3000:]
+  assert 'on 4 device(s)' in outputs[0][0]
+  # Process 1 computes; process 0 reports (Gloo's own lines aside).
+  assert 'epoch' not in outputs[1][0] and 'member' not in outputs[1][0]
+  for member in sweep.members_of(FLAGS):
+    assert_close(member_files(tmp_path, member.name),
+                 member_files(workdir, member.name))
 
 
 @pytest.mark.parametrize('args, message', [

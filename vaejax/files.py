@@ -1,12 +1,26 @@
-"""Small file helpers: atomic writes and JSON-lines metrics."""
+"""Small file helpers: atomic writes and JSON-lines metrics.
+
+In a multi-process JAX job (several hosts, one program) every process runs
+the same code, and only process 0 writes: the writers here do nothing in the
+others.
+"""
 
 import json
 import os
 import pathlib
 
+import jax
+
+
+def is_primary():
+  """True in a single-process run, and in process 0 of a multi-process job."""
+  return jax.process_index() == 0
+
 
 def write_atomic(path, text):
   """Writes `text` to `path` through a temporary file and a rename."""
+  if not is_primary():
+    return
   path = pathlib.Path(path)
   tmp = path.with_name(f'.{path.name}.tmp')
   with open(tmp, 'w') as f:
@@ -43,6 +57,8 @@ def write_jsonl(path, records):
 
 
 def append_jsonl(path, record):
+  if not is_primary():
+    return
   with open(path, 'a') as f:
     f.write(json.dumps(record, sort_keys=True) + '\n')
     f.flush()

@@ -72,7 +72,15 @@ class SweepFlags:
       'independent jobs; then run `summarize`.')
   distributed: bool = _field(
       False, 'Call jax.distributed.initialize() first: one program over the '
-      'devices of all processes (multi-host).')
+      'devices of all processes (multi-host); every process runs the same '
+      'command, process 0 writes the files.')
+  coordinator_address: str | None = _field(
+      None, 'With --distributed, where JAX\'s coordinator listens (host:port); '
+      'leave unset where JAX detects the cluster (SLURM, Open MPI, TPU, ...).')
+  num_processes: int | None = _field(
+      None, 'With --distributed, the number of processes (unset: detected).')
+  process_id: int | None = _field(
+      None, 'With --distributed, this process\'s index (unset: detected).')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +171,8 @@ def run(base, flags, log=print):
   finally:
     for run_dir in run_dirs:
       run_dir.close()
+  if not files.is_primary():
+    return None
   if shard_count > 1:
     log(f'shard {shard_index}/{shard_count} done; when every shard is done, '
         'run: python -m experiments.sweep summarize '
@@ -265,14 +275,17 @@ def _mesh():
 
 
 def _put(tree, sharding):
-  """Host or device arrays -> global arrays with `sharding` (multi-host safe)."""
+  """Arrays that every process holds whole -> global arrays with `sharding`.
+
+  Each process provides the shards on its own devices, so this also works
+  when the mesh spans several processes (multi-host).
+  """
 
   def put(a):
-    a = np.asarray(a) if not jax.dtypes.issubdtype(
-        getattr(a, 'dtype', None), jax.dtypes.prng_key) else a
-    if isinstance(a, np.ndarray):
-      return jax.make_array_from_callback(a.shape, sharding, lambda i: a[i])
-    return jax.device_put(a, sharding)
+    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(a)))
+    a = np.asarray(a)
+    return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
 
   return jax.tree.map(put, tree)
 
@@ -305,7 +318,8 @@ def _train_vectorized(configs, run_dirs, dataset, log):
   for config, run_dir in zip(configs, run_dirs):
     member_keys = train.RunKeys.of(config)
     _, params = nnx.split(train.build_model(config, member_keys.model), nnx.Param)
-    like = {'params': params, 'opt_state': optimizer.init(params)}
+    like = jax.tree.map(np.asarray, {'params': params,
+                                     'opt_state': optimizer.init(params)})
     _, state = run_dir.restore(like, epoch=start_epoch)
     states.append(embed_latents(state, padded_like, config.latent_dim, max_latent))
     standalone.append(like)
@@ -382,7 +396,8 @@ def _train_vectorized(configs, run_dirs, dataset, log):
                                     steps_per_epoch)
         member_state = extract_latents(pick(host_state), standalone[m],
                                        config.latent_dim, max_latent)
-        run_dir.end_epoch(record, member_state)
+        # Host arrays: the same in every process, saved as such (multi-host).
+        run_dir.end_epoch(record, jax.tree.map(np.asarray, member_state))
       progress.bar.update(1)
       elbos = ', '.join(f'{c.latent_dim}: {float(test_terms.elbo[m]):.2f}'
                         for m, c in enumerate(configs))

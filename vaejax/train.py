@@ -275,7 +275,8 @@ class Progress:
   start_epoch: int
 
   def __post_init__(self):
-    enabled = self.config.progress and sys.stderr.isatty()
+    enabled = (self.config.progress and sys.stderr.isatty()
+               and files.is_primary())
     self.bar = tqdm.tqdm(total=self.config.num_epochs, initial=self.start_epoch,
                          unit='epoch', file=sys.stderr, disable=not enabled,
                          dynamic_ncols=True)
@@ -293,6 +294,8 @@ class Progress:
     self.write(line)
 
   def write(self, line):
+    if not files.is_primary():
+      return
     if self.bar.disable:
       print(line, flush=True)
     else:
@@ -374,13 +377,14 @@ class RunDir:
   def end_epoch(self, record, state):
     """Appends the epoch's metrics, then checkpoints `state`."""
     files.append_jsonl(self.metrics_path, record)
-    if self._writer is None:
-      self._writer = _tensorboard_writer(self.path)
-    for name, value in record.items():
-      if name != 'epoch':
-        self._writer.add_scalar(name, value, global_step=record['epoch'])
-    self._writer.flush()
-    self._checkpointer.save(record['epoch'], state)
+    if files.is_primary():
+      if self._writer is None:
+        self._writer = _tensorboard_writer(self.path)
+      for name, value in record.items():
+        if name != 'epoch':
+          self._writer.add_scalar(name, value, global_step=record['epoch'])
+      self._writer.flush()
+    self._checkpointer.save(record['epoch'], state)  # by every process
 
   def close(self):
     if self._writer is not None:
@@ -564,6 +568,8 @@ def final_programs(config):
 
 
 def _save_images(config, dataset, programs, params, test_x, workdir):
+  if not files.is_primary():
+    return
   if config.spec.pixels == 'real':
     value_range = (float(dataset.test.min()), float(dataset.test.max()))
   else:
