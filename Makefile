@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist); each compiles on its own core.
+PYTEST_WORKERS ?= 2
 # Offline copies of the TFDS download files, one folder per dataset; empty to
 # let TFDS download.
 TFDS_MANUAL_DIR ?= $(if $(wildcard ../shared/data),../shared/data,)
@@ -25,7 +27,7 @@ $(STAMP): pyproject.toml
 
 # float32 suite, then the float64 numerics in their own process.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 	$(BIN)/python -m pytest --x64 $(PYTEST_ARGS)
 
 # The Flax example's setup on binarized MNIST, 10 epochs; resumes if rerun.
