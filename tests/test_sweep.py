@@ -285,6 +285,7 @@ def test_two_processes_give_the_results_of_one(reference, tmp_path):
     (['--shard=a/b'], '--shard must be i/n'),
     (['--shard=1'], '--shard must be i/n'),
     (['--batch_size=5000'], 'larger than the 2000 training examples'),
+    (['--checkpoints_to_keep=1'], '--checkpoints_to_keep >= 2'),
 ])
 def test_bad_sweep_flags_fail_fast_with_one_line(tmp_path, args, message):
   start = time.perf_counter()

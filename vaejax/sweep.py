@@ -151,6 +151,10 @@ def run(base, flags, log=print):
   configs = [member_config(base, flags, m) for m in members]
   for config in configs:
     config_lib.validate(config)
+  if flags.vectorize and base.checkpoints_to_keep < 2:
+    # A kill while the members save leaves them one epoch apart; the sweep
+    # resumes all from the earlier epoch, which each must still have.
+    raise config_lib.ConfigError('a vectorised sweep needs --checkpoints_to_keep >= 2')
   _prepare_sweep_dir(base, flags)
   mine = [c for i, c in enumerate(configs) if i % shard_count == shard_index]
   run_dirs = [train.RunDir(c) for c in mine]
