@@ -214,6 +214,14 @@ def _latent_axis_pairs(small, large, latent_dim, max_latent_dim):
                    f'latent_dim {k} -> {size}')
 
 
+def _latent_blocks(small_shape, large_shape, latent_dim, max_latent_dim):
+  """(small index, large index) pairs of the blocks a k-latent array fills."""
+  pairs = [_latent_axis_pairs(s, l, latent_dim, max_latent_dim)
+           for s, l in zip(small_shape, large_shape)]
+  for combo in itertools.product(*pairs):
+    yield tuple(p[0] for p in combo), tuple(p[1] for p in combo)
+
+
 def embed_latents(tree, like, latent_dim, max_latent_dim):
   """Places a `latent_dim` model's arrays into `max_latent_dim` shapes, zeros elsewhere.
 
@@ -224,11 +232,8 @@ def embed_latents(tree, like, latent_dim, max_latent_dim):
 
   def place(small, large):
     out = jnp.zeros_like(large)
-    pairs = [_latent_axis_pairs(s, l, latent_dim, max_latent_dim)
-             for s, l in zip(jnp.shape(small), jnp.shape(large))]
-    for combo in itertools.product(*pairs):
-      src = tuple(p[0] for p in combo)
-      dst = tuple(p[1] for p in combo)
+    for src, dst in _latent_blocks(jnp.shape(small), jnp.shape(large),
+                                   latent_dim, max_latent_dim):
       out = out.at[dst].set(jnp.asarray(small)[src])
     return out
 
@@ -240,11 +245,8 @@ def extract_latents(tree, like, latent_dim, max_latent_dim):
 
   def cut(large, small):
     out = jnp.zeros_like(small)
-    pairs = [_latent_axis_pairs(s, l, latent_dim, max_latent_dim)
-             for s, l in zip(jnp.shape(small), jnp.shape(large))]
-    for combo in itertools.product(*pairs):
-      src = tuple(p[0] for p in combo)
-      dst = tuple(p[1] for p in combo)
+    for src, dst in _latent_blocks(jnp.shape(small), jnp.shape(large),
+                                   latent_dim, max_latent_dim):
       out = out.at[src].set(jnp.asarray(large)[dst])
     return out
 
