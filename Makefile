@@ -15,7 +15,7 @@ WORKDIR ?= runs/flax_example
 SWEEP_WORKDIR ?= runs/sweep
 SWEEP_FLAGS ?= --latent_dims=2,5,10,20,50,200 --seeds=0,1,2 --eval_iwae_samples=100
 
-.PHONY: install test train sweep clean
+.PHONY: install test train sweep bench clean
 
 install: $(STAMP)
 
@@ -42,6 +42,12 @@ sweep: $(STAMP)
 	$(BIN)/python -m experiments.sweep \
 	  --flagfile=experiments/flags/flax_example.flags \
 	  --workdir=$(SWEEP_WORKDIR) $(SWEEP_FLAGS) \
+	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
+
+# Benchmarks: figures printed, alternatives measured in the same run. The
+# PyTorch baseline needs the bench extra (torch); it is skipped without it.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.train_throughput \
 	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
 clean:

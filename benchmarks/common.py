@@ -1,0 +1,115 @@
+"""What the benchmarks share: timing, memory, FLOP counts, the GEMM peak."""
+
+import os
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def timed(fn):
+  """Seconds of one call of `fn` (which must block until its work is done)."""
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def alternate(fns, repeats):
+  """Runs each of `fns` (name -> callable) once per round, `repeats` rounds.
+
+  Alternating spreads the machine's slow and fast moments over all
+  candidates. Returns name -> list of seconds.
+  """
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      times[name].append(timed(fn))
+  return times
+
+
+def summary(seconds):
+  """'median s (min-max)' of a list of seconds."""
+  return (f'{statistics.median(seconds):.3f} s '
+          f'({min(seconds):.3f}-{max(seconds):.3f}, n={len(seconds)})')
+
+
+def rss_mib():
+  """The process's current resident memory, MiB."""
+  try:
+    import psutil  # pylint: disable=g-import-not-at-top
+    return psutil.Process().memory_info().rss / 2**20
+  except ImportError:
+    return float('nan')
+
+
+def peak_rss_mib():
+  """The process's peak resident memory so far, MiB (Linux reports KiB)."""
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak / 2**20 if sys.platform == 'darwin' else peak / 2**10
+
+
+def device_memory_mib():
+  """Peak device memory in use by JAX, MiB, where the backend reports it."""
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get('peak_bytes_in_use')
+  return None if peak is None else peak / 2**20
+
+
+def mlp_vae_flops_per_example(data_dim, hidden_dims, latent_dim, num_samples=1):
+  """Exact matmul FLOPs of one training example of the MLP VAE.
+
+  Forward: 2 * in * out per Linear layer (the decoder once per sample).
+  Backward: the weight gradient of every layer (2 * in * out) and the input
+  gradient of every layer but the first (2 * in * out): the data needs none.
+  """
+  enc = [data_dim, *hidden_dims, 2 * latent_dim]
+  dec = [latent_dim, *reversed(hidden_dims), data_dim]
+  enc_macs = [a * b for a, b in zip(enc, enc[1:])]
+  dec_macs = [a * b for a, b in zip(dec, dec[1:])]
+  forward = 2 * (sum(enc_macs) + num_samples * sum(dec_macs))
+  weight_grads = forward
+  input_grads = forward - 2 * enc_macs[0]
+  return forward + weight_grads + input_grads
+
+
+def gemm_peak_gflops(size=2048, repeats=5):
+  """float32 matmul GFLOP/s of a large square GEMM, best of JAX and PyTorch.
+
+  Returns (best, {library: GFLOP/s}).
+  """
+  results = {}
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  matmul(a, b).block_until_ready()
+  best = min(timed(lambda: matmul(a, b).block_until_ready()) for _ in range(repeats))
+  results['jax'] = 2 * size**3 / best / 1e9
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    ta, tb = (torch.from_numpy(np.array(m)) for m in (a, b))
+    torch.matmul(ta, tb)
+    best = min(timed(lambda: torch.matmul(ta, tb)) for _ in range(repeats))
+    results['torch'] = 2 * size**3 / best / 1e9
+  except ImportError:
+    pass
+  return max(results.values()), results
+
+
+def machine():
+  """One line describing the machine."""
+  cpu = 'unknown CPU'
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          cpu = line.split(':', 1)[1].strip()
+          break
+  except OSError:
+    pass
+  devices = ', '.join(sorted({d.device_kind for d in jax.devices()}))
+  return (f'{cpu}, {os.cpu_count()} cores; JAX {jax.__version__} on '
+          f'{jax.default_backend()} ({devices})')
