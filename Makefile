@@ -49,6 +49,8 @@ sweep: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.train_throughput \
 	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
+	$(BIN)/python -m benchmarks.iwae_eval --num_samples=1000 --num_examples=1000 \
+	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
