@@ -6,9 +6,30 @@ import statistics
 import sys
 import time
 
+from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from vaejax import data
+
+FLAGS = flags.FLAGS
+
+
+def define_data_flags():
+  flags.DEFINE_string('tfds_data_dir', None, 'Where TFDS keeps prepared datasets.')
+  flags.DEFINE_string('tfds_manual_dir', data.default_manual_dir(),
+                      'Root of offline TFDS download files.')
+
+
+def setup():
+  """Quiets library INFO logs, prints the machine, loads binarized MNIST."""
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  print(f'machine: {machine()}')
+  return data.load('binarized_mnist', tfds_data_dir=FLAGS.tfds_data_dir,
+                   tfds_manual_dir=FLAGS.tfds_manual_dir)
 
 
 def timed(fn):
@@ -29,6 +50,18 @@ def alternate(fns, repeats):
     for name, fn in fns.items():
       times[name].append(timed(fn))
   return times
+
+
+def measure(candidates, repeats):
+  """A warm-up call of each candidate, then `repeats` alternating rounds.
+
+  Returns (name -> seconds, name -> RSS in MiB after its warm-up).
+  """
+  memory = {}
+  for name, run in candidates.items():  # compiles, caches, allocators
+    run()
+    memory[name] = rss_mib()
+  return alternate(candidates, repeats), memory
 
 
 def summary(seconds):

@@ -18,19 +18,15 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 from flax import nnx
 import jax
 import numpy as np
 
 from benchmarks import common
 from vaejax import config as config_lib
-from vaejax import data
 from vaejax import train
 
-flags.DEFINE_string('tfds_data_dir', None, 'Where TFDS keeps prepared datasets.')
-flags.DEFINE_string('tfds_manual_dir', data.default_manual_dir(),
-                    'Root of offline TFDS download files.')
+common.define_data_flags()
 flags.DEFINE_integer('num_samples', 1000, 'K.')
 flags.DEFINE_integer('num_examples', 1000, 'Test images evaluated.')
 flags.DEFINE_integer('chunk_size', 1 << 16, 'Examples x samples at once.')
@@ -82,10 +78,7 @@ def torch_iwae(params, x, num_samples, chunk_size):
 
 def main(argv):
   del argv
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  dataset = data.load('binarized_mnist', tfds_data_dir=FLAGS.tfds_data_dir,
-                      tfds_manual_dir=FLAGS.tfds_manual_dir)
+  dataset = common.setup()
   config = config_lib.TrainConfig(
       workdir='unused', hidden_dims=(HIDDEN,), latent_dim=LATENT,
       eval_iwae_samples=FLAGS.num_samples, iwae_chunk_size=FLAGS.chunk_size)
@@ -93,7 +86,6 @@ def main(argv):
       train.build_model(config, jax.random.key(0)), nnx.Param)
   x = train.eval_inputs(dataset.test[:FLAGS.num_examples], config, 1)
   flops = 2 * (LATENT * HIDDEN + HIDDEN * 784) * FLAGS.num_samples * len(x)
-  print(f'machine: {common.machine()}')
   peak, _ = common.gemm_peak_gflops()
   print(f'IWAE, K={FLAGS.num_samples}, {len(x)} test images, chunks of '
         f'{FLAGS.chunk_size} log-weights: {flops / 1e9:.1f} GFLOP of decoder '
@@ -115,11 +107,7 @@ def main(argv):
     print('pytorch: skipped, torch is not installed')
   else:
     candidates['pytorch'] = lambda: estimates.__setitem__('pytorch', torch_run())
-  memory = {}
-  for name, run in candidates.items():
-    run()
-    memory[name] = common.rss_mib()
-  times = common.alternate(candidates, FLAGS.repeats)
+  times, memory = common.measure(candidates, FLAGS.repeats)
   base = np.median(times['vaejax'])
   print(f'\n{"":8} {"seconds (median, min-max)":34} {"GFLOP/s":>8} '
         f'{"of peak":>8} {"vaejax is":>10} {"NLL":>9} {"RSS MiB":>8}')

@@ -24,7 +24,6 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -32,12 +31,9 @@ import numpy as np
 
 from benchmarks import common
 from vaejax import config as config_lib
-from vaejax import data
 from vaejax import train
 
-flags.DEFINE_string('tfds_data_dir', None, 'Where TFDS keeps prepared datasets.')
-flags.DEFINE_string('tfds_manual_dir', data.default_manual_dir(),
-                    'Root of offline TFDS download files.')
+common.define_data_flags()
 flags.DEFINE_integer('repeats', 5, 'Timed epochs per implementation.')
 FLAGS = flags.FLAGS
 
@@ -143,24 +139,20 @@ def pytorch_epoch(dataset, steps):
 
 def main(argv):
   del argv
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  dataset = data.load('binarized_mnist', tfds_data_dir=FLAGS.tfds_data_dir,
-                      tfds_manual_dir=FLAGS.tfds_manual_dir)
+  dataset = common.setup()
   config = config_lib.TrainConfig(
       workdir='unused', dataset='binarized_mnist', hidden_dims=(HIDDEN,),
       latent_dim=LATENT, activation='relu', batch_size=BATCH,
       learning_rate=1e-3)
   steps = len(dataset.train) // BATCH
   examples = steps * BATCH
-  print(f'machine: {common.machine()}')
   peak, gemms = common.gemm_peak_gflops()
   print('float32 GEMM 2048^3: ' + ', '.join(
       f'{k} {v:.1f} GFLOP/s' for k, v in gemms.items()) + f' (peak: {peak:.1f})')
   flops = common.mlp_vae_flops_per_example(784, (HIDDEN,), LATENT) * examples
   print(f'one epoch: {steps} steps of {BATCH}, {flops / 1e9:.1f} GFLOP of matmuls')
 
-  candidates, memory = {}, {}
+  candidates = {}
   candidates['vaejax'], compile_seconds = compiled_epoch(dataset, config, steps)
   candidates['jit-step'] = jit_step_loop(dataset, config, steps)
   torch_run = pytorch_epoch(dataset, steps)
@@ -168,10 +160,7 @@ def main(argv):
     print('pytorch: skipped, torch is not installed (pip install torch)')
   else:
     candidates['pytorch'] = torch_run
-  for name, run in candidates.items():  # warm-up: compiles, caches, allocators
-    run()
-    memory[name] = common.rss_mib()
-  times = common.alternate(candidates, FLAGS.repeats)
+  times, memory = common.measure(candidates, FLAGS.repeats)
 
   base = np.median(times['vaejax'])
   print(f'\n{"":10} {"s/epoch (median, min-max)":34} {"examples/s":>11} '

@@ -169,11 +169,21 @@ def test_chunked_iwae_is_the_bound_of_all_its_draws(num_samples, chunk_size):
                              rtol=1e-5)
 
 
-def test_map_over_examples_pads_and_drops():
-  x = jnp.arange(7.0)
-  out = jax.jit(lambda: train.map_over_examples(lambda i: (x[i] * 2, i), 7, 3))()
+@pytest.mark.parametrize('num_examples, chunk_size, chunk', [
+    (7, 3, 3), (200, 65, 50), (20, 1310, 20), (10, 10, 10)])
+def test_map_over_examples_pads_and_drops(num_examples, chunk_size, chunk):
+  x = jnp.arange(float(num_examples))
+  shapes = []
+
+  def fn(i):
+    shapes.append(i.shape)
+    return x[i] * 2, i
+
+  out = jax.jit(lambda: train.map_over_examples(fn, num_examples, chunk_size))()
   np.testing.assert_array_equal(out[0], x * 2)
-  np.testing.assert_array_equal(out[1], np.arange(7))
+  np.testing.assert_array_equal(out[1], np.arange(num_examples))
+  # Equal chunks of at most chunk_size: little padding, none when it fits.
+  assert shapes == [(chunk,)]
 
 
 def test_dynamic_binarization_draws_bernoulli_pixels():

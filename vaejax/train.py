@@ -177,12 +177,15 @@ def make_train_epoch(train_step, config, steps_per_epoch, batch_sharding=None):
 
 
 def map_over_examples(fn, num_examples, chunk_size):
-  """Runs `fn(indices [chunk_size])` over chunks covering range(num_examples).
+  """Runs `fn(indices [chunk])` over equal chunks covering range(num_examples).
 
-  The last chunk is padded by repeating the last index; the padded results are
-  dropped. Outputs are concatenated along their leading axis.
+  Chunks hold at most `chunk_size` indices and are as equal as they can be,
+  so padding is less than one index per chunk: the last chunk repeats the
+  last index and the padded results are dropped. Outputs are concatenated
+  along their leading axis.
   """
   num_chunks = -(-num_examples // chunk_size)
+  chunk_size = -(-num_examples // num_chunks)
   indices = jnp.minimum(jnp.arange(num_chunks * chunk_size), num_examples - 1)
   outputs = jax.lax.map(fn, indices.reshape(num_chunks, chunk_size))
   return jax.tree.map(
