@@ -52,6 +52,21 @@ def alternate(fns, repeats):
   return times
 
 
+def torch_or_none():
+  """PyTorch set up for its best CPU speed and seeded, or None if not installed.
+
+  Flush-to-zero for denormals, one thread per core, seed 0.
+  """
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  torch.set_flush_denormal(True)
+  torch.set_num_threads(os.cpu_count())
+  torch.manual_seed(0)
+  return torch
+
+
 def measure(candidates, repeats):
   """A warm-up call of each candidate, then `repeats` alternating rounds.
 

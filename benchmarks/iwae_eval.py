@@ -14,7 +14,6 @@ prints seconds, GFLOP/s of the decoder matmuls, the two estimates, memory.
 
 import functools
 import math
-import os
 
 from absl import app
 from absl import flags
@@ -38,13 +37,9 @@ HIDDEN, LATENT = 500, 20
 
 def torch_iwae(params, x, num_samples, chunk_size):
   """A batched PyTorch IWAE estimate, or None without torch."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
+  torch = common.torch_or_none()
+  if torch is None:
     return None
-  torch.set_flush_denormal(True)
-  torch.set_num_threads(os.cpu_count())
-  torch.manual_seed(0)
   weights = [(torch.from_numpy(np.array(layer['kernel'][...]).T),
               torch.from_numpy(np.array(layer['bias'][...])))
              for layer in (params['encoder']['layers'][1],

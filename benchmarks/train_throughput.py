@@ -20,7 +20,6 @@ the same run, ratios, compile time and memory.
 """
 
 import functools
-import os
 
 from absl import app
 from absl import flags
@@ -95,14 +94,10 @@ def jit_step_loop(dataset, config, steps):
 
 def pytorch_epoch(dataset, steps):
   """The identical model and loss in eager PyTorch, or None without torch."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    from torch import nn  # pylint: disable=g-import-not-at-top
-  except ImportError:
+  torch = common.torch_or_none()
+  if torch is None:
     return None
-  torch.set_flush_denormal(True)
-  torch.set_num_threads(os.cpu_count())
-  torch.manual_seed(0)
+  nn = torch.nn
 
   class VAE(nn.Module):
 

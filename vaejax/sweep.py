@@ -171,7 +171,7 @@ def run(base, flags, log=print):
       else:
         for config, run_dir in todo:
           log(f'member {pathlib.Path(config.workdir).name}')
-          train._train(config, dataset, run_dir)  # pylint: disable=protected-access
+          train.train_loaded(config, dataset, run_dir)
   finally:
     for run_dir in run_dirs:
       run_dir.close()

@@ -451,12 +451,13 @@ def train_and_evaluate(config):
       return results
     dataset = data.load(config.dataset, tfds_data_dir=config.tfds_data_dir,
                         tfds_manual_dir=config.tfds_manual_dir)
-    return _train(config, dataset, run_dir)
+    return train_loaded(config, dataset, run_dir)
   finally:
     run_dir.close()
 
 
-def _train(config, dataset, run_dir):
+def train_loaded(config, dataset, run_dir):
+  """Trains and evaluates `config` on a loaded dataset in its `RunDir`."""
   keys = RunKeys.of(config)
   graphdef, params = nnx.split(build_model(config, keys.model), nnx.Param)
   model_fn = functools.partial(nnx.merge, graphdef)
