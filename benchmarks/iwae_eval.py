@@ -53,7 +53,7 @@ def torch_iwae(params, x, num_samples, chunk_size):
 
   def run():
     bounds = []
-    with torch.no_grad():
+    with torch.no_grad(), common.flush_denormal(torch):
       for start in range(0, len(x), per_chunk):
         xb = x[start:start + per_chunk]
         mean, log_var = linear(1, torch.relu(linear(0, xb))).chunk(2, dim=-1)

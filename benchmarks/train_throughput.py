@@ -121,13 +121,14 @@ def pytorch_epoch(dataset, steps):
                              .astype(np.float32))
 
   def run():
-    order = torch.randperm(len(train_x))
-    for i in range(steps):
-      x = train_x[order[i * BATCH:(i + 1) * BATCH]]
-      optimizer.zero_grad(set_to_none=True)
-      loss = model(x)
-      loss.backward()
-      optimizer.step()
+    with common.flush_denormal(torch):
+      order = torch.randperm(len(train_x))
+      for i in range(steps):
+        x = train_x[order[i * BATCH:(i + 1) * BATCH]]
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(x)
+        loss.backward()
+        optimizer.step()
 
   return run
 

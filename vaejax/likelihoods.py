@@ -31,7 +31,8 @@ def bernoulli_log_prob(logits, x):
   Returns:
     The scalar sum over all dimensions.
   """
-  x = jnp.asarray(x, logits.dtype)
+  logits = jnp.ravel(logits)
+  x = jnp.ravel(jnp.asarray(x, logits.dtype))
   return jnp.sum(jax.nn.log_sigmoid(logits) - (1 - x) * logits)
 
 
