@@ -36,8 +36,8 @@ train: $(STAMP)
 	  --flagfile=experiments/flags/flax_example.flags --workdir=$(WORKDIR) \
 	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
-# The main job: the Flax example's model at six latent sizes and three seeds,
-# 18 members trained as one program; results.md and plots in SWEEP_WORKDIR.
+# The main job: the Flax example's model at six latent sizes and three seeds;
+# results.md and plots in SWEEP_WORKDIR.
 sweep: $(STAMP)
 	$(BIN)/python -m experiments.sweep \
 	  --flagfile=experiments/flags/flax_example.flags \
@@ -49,8 +49,10 @@ sweep: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.train_throughput \
 	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
-	$(BIN)/python -m benchmarks.iwae_eval --num_samples=1000 --num_examples=1000 \
+	$(BIN)/python -m benchmarks.sweep_throughput \
 	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
+	$(BIN)/python -m benchmarks.iwae_eval --num_samples=1000 --num_examples=10000 \
+	  --repeats=2 $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -22,7 +22,6 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from vaejax import config as config_lib
 from vaejax import train
 
 common.define_data_flags()
@@ -74,9 +73,8 @@ def torch_iwae(params, x, num_samples, chunk_size):
 def main(argv):
   del argv
   dataset = common.setup()
-  config = config_lib.TrainConfig(
-      workdir='unused', hidden_dims=(HIDDEN,), latent_dim=LATENT,
-      eval_iwae_samples=FLAGS.num_samples, iwae_chunk_size=FLAGS.chunk_size)
+  config = common.flax_example_config(eval_iwae_samples=FLAGS.num_samples,
+                                      iwae_chunk_size=FLAGS.chunk_size)
   graphdef, params = nnx.split(
       train.build_model(config, jax.random.key(0)), nnx.Param)
   x = train.eval_inputs(dataset.test[:FLAGS.num_examples], config, 1)

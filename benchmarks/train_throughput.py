@@ -19,18 +19,13 @@ exact matmul FLOP count, the fraction of the float32 GEMM peak it measures in
 the same run, ratios, compile time and memory.
 """
 
-import functools
-
 from absl import app
 from absl import flags
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from vaejax import config as config_lib
-from vaejax import train
 
 common.define_data_flags()
 flags.DEFINE_integer('repeats', 5, 'Timed epochs per implementation.')
@@ -39,41 +34,9 @@ FLAGS = flags.FLAGS
 HIDDEN, LATENT, BATCH = 500, 20, 128
 
 
-def vaejax_setup(dataset, config, steps):
-  keys = train.RunKeys.of(config)
-  graphdef, params = nnx.split(train.build_model(config, keys.model), nnx.Param)
-  optimizer = train.build_optimizer(config, steps)
-  opt_state = optimizer.init(params)
-  step_fn = train.make_train_step(functools.partial(nnx.merge, graphdef),
-                                  optimizer, config, steps)
-  return keys, params, opt_state, step_fn
-
-
-def compiled_epoch(dataset, config, steps):
-  """vaejax's epoch; returns (run one epoch, compile seconds)."""
-  keys, params, opt_state, step_fn = vaejax_setup(dataset, config, steps)
-  train_data = jax.device_put(dataset.train)
-  lowered = jax.jit(train.make_train_epoch(step_fn, config, steps),
-                    donate_argnums=(0, 1)).lower(
-                        params, opt_state, train_data, jnp.int32(0), keys.run,
-                        keys.data)
-  compile_seconds = common.timed(lowered.compile)
-  epoch_fn = lowered.compile()
-  state = {'params': params, 'opt_state': opt_state, 'epoch': 0}
-
-  def run():
-    params, opt_state, losses = epoch_fn(
-        state['params'], state['opt_state'], train_data,
-        jnp.int32(state['epoch']), keys.run, keys.data)
-    losses.block_until_ready()
-    state.update(params=params, opt_state=opt_state, epoch=state['epoch'] + 1)
-
-  return run, compile_seconds
-
-
 def jit_step_loop(dataset, config, steps):
   """The jit-compiled step from a Python loop over host NumPy batches."""
-  keys, params, opt_state, step_fn = vaejax_setup(dataset, config, steps)
+  keys, params, opt_state, step_fn = common.vaejax_step(config, steps)
   step_jit = jax.jit(step_fn, donate_argnums=(0, 1))
   host = dataset.train.reshape(len(dataset.train), 28, 28, 1).astype(np.float32)
   rng = np.random.default_rng(0)
@@ -136,10 +99,7 @@ def pytorch_epoch(dataset, steps):
 def main(argv):
   del argv
   dataset = common.setup()
-  config = config_lib.TrainConfig(
-      workdir='unused', dataset='binarized_mnist', hidden_dims=(HIDDEN,),
-      latent_dim=LATENT, activation='relu', batch_size=BATCH,
-      learning_rate=1e-3)
+  config = common.flax_example_config()
   steps = len(dataset.train) // BATCH
   examples = steps * BATCH
   peak, gemms = common.gemm_peak_gflops()
@@ -149,7 +109,7 @@ def main(argv):
   print(f'one epoch: {steps} steps of {BATCH}, {flops / 1e9:.1f} GFLOP of matmuls')
 
   candidates = {}
-  candidates['vaejax'], compile_seconds = compiled_epoch(dataset, config, steps)
+  candidates['vaejax'], compile_seconds = common.compiled_epoch(dataset, config)
   candidates['jit-step'] = jit_step_loop(dataset, config, steps)
   torch_run = pytorch_epoch(dataset, steps)
   if torch_run is None:

@@ -25,7 +25,7 @@ from vaejax import train
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 TIMING_FIELDS = ('epoch_seconds', 'examples_per_second', 'compile_seconds',
                  'train_seconds')
-FLAGS = sweep.SweepFlags(latent_dims=(1, 3), seeds=(0, 1))
+FLAGS = sweep.SweepFlags(latent_dims=(1, 3), seeds=(0, 1), vectorize=True)
 # Float tolerance between differently batched programs.
 RTOL = 2e-5
 
@@ -166,7 +166,8 @@ def test_outputs_of_a_sweep(reference):
 
 
 def test_independent_data_order_gives_each_member_its_seeds_order(tmp_path):
-  flags = sweep.SweepFlags(latent_dims=(2,), seeds=(0, 5), independent_data_order=True)
+  flags = sweep.SweepFlags(latent_dims=(2,), seeds=(0, 5), independent_data_order=True,
+                           vectorize=True)
   run_sweep(tmp_path / 'sweep', flags)
   standalone = base_config(tmp_path / 'alone', latent_dim=2, seed=5, data_seed=5)
   train.train_and_evaluate(standalone)
@@ -234,7 +235,7 @@ def test_four_devices_give_the_results_of_one(reference, tmp_path, latent_dims,
   workdir, rows = reference
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
   result = run_binary(f'--workdir={tmp_path}', f'--latent_dims={latent_dims}',
-                      f'--seeds={seeds}', *SMALL_FLAGS, env=env)
+                      f'--seeds={seeds}', '--vectorize', *SMALL_FLAGS, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'on 4 device(s)' in result.stdout
   names = [name] if name else [m.name for m in sweep.members_of(FLAGS)]
@@ -257,7 +258,8 @@ def test_two_processes_give_the_results_of_one(reference, tmp_path):
   processes = [
       subprocess.Popen(
           [sys.executable, '-m', 'experiments.sweep', f'--workdir={tmp_path}',
-           '--latent_dims=1,3', '--seeds=0,1', *SMALL_FLAGS, '--distributed',
+           '--latent_dims=1,3', '--seeds=0,1', '--vectorize', *SMALL_FLAGS,
+           '--distributed',
            f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
            f'--process_id={i}'],
           cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -285,7 +287,7 @@ def test_two_processes_give_the_results_of_one(reference, tmp_path):
     (['--shard=a/b'], '--shard must be i/n'),
     (['--shard=1'], '--shard must be i/n'),
     (['--batch_size=5000'], 'larger than the 2000 training examples'),
-    (['--checkpoints_to_keep=1'], '--checkpoints_to_keep >= 2'),
+    (['--checkpoints_to_keep=1', '--vectorize'], '--checkpoints_to_keep >= 2'),
 ])
 def test_bad_sweep_flags_fail_fast_with_one_line(tmp_path, args, message):
   start = time.perf_counter()
@@ -296,6 +298,13 @@ def test_bad_sweep_flags_fail_fast_with_one_line(tmp_path, args, message):
   assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], (
       result.stderr)
   assert not (tmp_path / 'sweep').exists()
+
+
+def test_unset_vectorize_means_vectorized_on_accelerators_only():
+  unset = sweep.SweepFlags()
+  assert sweep.vectorizes(unset) == (jax.default_backend() != 'cpu')
+  for value in (True, False):
+    assert sweep.vectorizes(dataclasses.replace(unset, vectorize=value)) is value
 
 
 def test_a_workdir_of_another_sweep_is_refused(reference):

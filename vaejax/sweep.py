@@ -1,6 +1,6 @@
 """Latent-size sweeps: one VAE per (latent_dim, seed), trained as one program.
 
-Vectorised (the default), the members train together: their parameters are
+Vectorised (the default on GPU and TPU), the members train together: their parameters are
 padded to the largest latent size L, stacked, and one jit-compiled epoch
 vmaps the training epoch over them. The members share the batches (one data
 key) unless `independent_data_order`. A member with latent_dim = k masks its
@@ -62,8 +62,10 @@ class SweepFlags:
   latent_dims: tuple[int, ...] = _field(
       (2, 5, 10, 20, 50, 200), 'Latent sizes of the members.')
   seeds: tuple[int, ...] = _field((0,), 'Seeds of the members.')
-  vectorize: bool = _field(
-      True, 'Train all members as one vmapped program (else one after another).')
+  vectorize: bool | None = _field(
+      None, 'Train all members as one vmapped program (else one after '
+      'another); unset: vectorise on GPU and TPU, not on CPU, where one '
+      'member already keeps every core busy.')
   independent_data_order: bool = _field(
       False, 'Give each member the data order of its own seed (else all '
       'members share --data_seed\'s).')
@@ -151,7 +153,8 @@ def run(base, flags, log=print):
   configs = [member_config(base, flags, m) for m in members]
   for config in configs:
     config_lib.validate(config)
-  if flags.vectorize and base.checkpoints_to_keep < 2:
+  vectorize = vectorizes(flags)
+  if vectorize and base.checkpoints_to_keep < 2:
     # A kill while the members save leaves them one epoch apart; the sweep
     # resumes all from the earlier epoch, which each must still have.
     raise config_lib.ConfigError('a vectorised sweep needs --checkpoints_to_keep >= 2')
@@ -165,7 +168,7 @@ def run(base, flags, log=print):
     if todo:
       dataset = data.load(base.dataset, tfds_data_dir=base.tfds_data_dir,
                           tfds_manual_dir=base.tfds_manual_dir)
-      if flags.vectorize:
+      if vectorize:
         _train_vectorized([c for c, _ in todo], [d for _, d in todo], dataset,
                           log)
       else:
@@ -183,6 +186,20 @@ def run(base, flags, log=print):
         f'--workdir={base.workdir}')
     return None
   return summarize(base.workdir, log=log)
+
+
+def vectorizes(flags):
+  """Whether the sweep trains its members as one program.
+
+  `flags.vectorize`, or where it is unset, whether JAX's default backend is
+  an accelerator. On a CPU a member of the usual sizes (the 784-500-z MLP at
+  batch 128) already runs its matmuls on every core, and padding the members
+  to one latent size adds work: benchmarks/sweep_throughput.py measured the
+  vectorised sweep slower than one member after another there.
+  """
+  if flags.vectorize is not None:
+    return flags.vectorize
+  return jax.default_backend() != 'cpu'
 
 
 def _prepare_sweep_dir(base, flags):
@@ -302,126 +319,160 @@ def _to_host(tree):
   return jax.tree.map(np.asarray, tree)
 
 
+class VectorizedMembers:
+  """Members as one padded, stacked, sharded state, trained by one program.
+
+  Args:
+    configs: the members' configs (the same flags but latent_dim, seed,
+      data_seed).
+    states: each member's state in its own shapes, {'params', 'opt_state'}
+      of host arrays (as `train.initial_state` or a checkpoint gives it).
+    dataset: the loaded `data.Dataset`.
+  """
+
+  def __init__(self, configs, states, dataset):
+    base = configs[0]
+    self.configs = configs
+    self.max_latent = max(c.latent_dim for c in configs)
+    self.steps_per_epoch = len(dataset.train) // base.batch_size
+    padded_config = dataclasses.replace(base, latent_dim=self.max_latent)
+    graphdef, optimizer, padded_like = train.initial_state(
+        padded_config, self.steps_per_epoch)
+    self._standalone = states
+    self.keys = [train.RunKeys.of(c) for c in configs]
+
+    mesh = _mesh()
+    self.num_devices = mesh.devices.size
+    # Pad the members to a multiple of the devices with copies of the first;
+    # their results are dropped.
+    count = -(-len(configs) // self.num_devices) * self.num_devices
+    index = list(range(len(configs))) + [0] * (count - len(configs))
+    stack = lambda items: jax.tree.map(lambda *a: jnp.stack(a),
+                                       *[items[i] for i in index])
+    members = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('devices'))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    self.state = _put(stack([
+        embed_latents(state, padded_like, c.latent_dim, self.max_latent)
+        for c, state in zip(configs, states)]), members)
+    self._mask = _put(stack([
+        (jnp.arange(self.max_latent) < c.latent_dim).astype(jnp.float32)
+        for c in configs]), members)
+    self._run_key = _put(stack([k.run for k in self.keys]), members)
+    self._eval_keys = {
+        'valid': _put(stack([k.valid for k in self.keys]), members),
+        'test': _put(stack([k.test for k in self.keys]), members)}
+    independent = len({c.data_seed for c in configs}) > 1
+    if independent:
+      self._data_key = _put(stack([k.data for k in self.keys]), members)
+    else:
+      self._data_key = _put(self.keys[0].data, replicated)
+    self._train_data = _put(dataset.train, replicated)
+    self._eval_x = {
+        'valid': _put(train.eval_inputs(dataset.valid, base, 0), replicated),
+        'test': _put(train.eval_inputs(dataset.test, base, 1), replicated)}
+
+    model_fn = lambda params, mask: MaskedLatents(nnx.merge(graphdef, params), mask)
+    batch_sharding = None
+    if count == 1 and self.num_devices > 1 and base.batch_size % self.num_devices == 0:
+      batch_sharding = members  # one member: shard its batch
+    train_step = train.make_train_step(model_fn, optimizer, base,
+                                       self.steps_per_epoch)
+    epoch_fn = train.make_train_epoch(train_step, base, self.steps_per_epoch,
+                                      batch_sharding=batch_sharding)
+
+    def members_epoch(state, train_data, epoch, run_key, data_key, mask):
+      params, opt_state, losses = jax.vmap(
+          epoch_fn, in_axes=(0, 0, None, None, 0, 0 if independent else None, 0))(
+              state['params'], state['opt_state'], train_data, epoch, run_key,
+              data_key, mask)
+      return {'params': params, 'opt_state': opt_state}, losses
+
+    compile_start = time.perf_counter()
+    self._epoch = jax.jit(members_epoch, donate_argnums=0).lower(
+        self.state, self._train_data, jnp.int32(0), self._run_key,
+        self._data_key, self._mask).compile()
+    self.compile_seconds = time.perf_counter() - compile_start
+    self._evaluate = jax.jit(jax.vmap(
+        train.make_evaluate(model_fn, base.eval_batch_size),
+        in_axes=(0, None, 0, 0)))
+
+  def train_epoch(self, epoch):
+    """Trains every member one epoch; returns the losses `[members, steps]` on the host."""
+    self.state, losses = self._epoch(self.state, self._train_data,
+                                     jnp.int32(epoch), self._run_key,
+                                     self._data_key, self._mask)
+    return _to_host(losses)[:len(self.configs)]
+
+  def evaluate(self, split):
+    """Mean `ElboTerms` of every member on 'valid' or 'test', stacked, host."""
+    terms = self._evaluate(self.state['params'], self._eval_x[split],
+                           self._eval_keys[split], self._mask)
+    return jax.tree.map(lambda a: a[:len(self.configs)], _to_host(terms))
+
+  def member_states(self):
+    """Each member's state in its own shapes, host arrays."""
+    host = _to_host(self.state)
+    return [jax.tree.map(np.asarray, extract_latents(
+        jax.tree.map(lambda a, m=m: a[m], host), like, c.latent_dim,
+        self.max_latent))
+            for m, (c, like) in enumerate(zip(self.configs, self._standalone))]
+
+
 def _train_vectorized(configs, run_dirs, dataset, log):
   """Trains `configs` (same flags but latent_dim, seed, data_seed) together."""
   base = configs[0]
-  num_members = len(configs)
-  max_latent = max(c.latent_dim for c in configs)
-  steps_per_epoch = len(dataset.train) // base.batch_size
-  optimizer = train.build_optimizer(base, steps_per_epoch)
-
-  padded_model = train.build_model(
-      dataclasses.replace(base, latent_dim=max_latent), jax.random.key(0))
-  graphdef, padded_params = nnx.split(padded_model, nnx.Param)
-  padded_like = {'params': padded_params,
-                 'opt_state': optimizer.init(padded_params)}
-
   # Each member starts where its own checkpoints are; all resume from the
   # earliest epoch that every member has (a kill while saving leaves them at
   # most one epoch apart, and each keeps its last few checkpoints).
   start_epoch = min(d.latest_epoch() for d in run_dirs)
-  states, standalone, keys = [], [], []
+  steps_per_epoch = len(dataset.train) // base.batch_size
+  states = []
   for config, run_dir in zip(configs, run_dirs):
-    member_keys = train.RunKeys.of(config)
-    _, params = nnx.split(train.build_model(config, member_keys.model), nnx.Param)
-    like = jax.tree.map(np.asarray, {'params': params,
-                                     'opt_state': optimizer.init(params)})
-    _, state = run_dir.restore(like, epoch=start_epoch)
-    states.append(embed_latents(state, padded_like, config.latent_dim, max_latent))
-    standalone.append(like)
-    keys.append(member_keys)
-  masks = [jnp.arange(max_latent) < c.latent_dim for c in configs]
-
-  mesh = _mesh()
-  num_devices = mesh.devices.size
-  # Pad the members to a multiple of the devices with copies of the first;
-  # their results are dropped.
-  padded_count = -(-num_members // num_devices) * num_devices
-  index = list(range(num_members)) + [0] * (padded_count - num_members)
-  stack = lambda items: jax.tree.map(lambda *a: jnp.stack(a), *[items[i] for i in index])
-  members_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('devices'))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  state = _put(stack(states), members_sharding)
-  mask = _put(stack([m.astype(jnp.float32) for m in masks]), members_sharding)
-  run_key = _put(stack([k.run for k in keys]), members_sharding)
-  valid_key = _put(stack([k.valid for k in keys]), members_sharding)
-  test_key = _put(stack([k.test for k in keys]), members_sharding)
-  independent = len({c.data_seed for c in configs}) > 1
-  if independent:
-    data_key = _put(stack([k.data for k in keys]), members_sharding)
-  else:
-    data_key = _put(keys[0].data, replicated)
-  train_data = _put(dataset.train, replicated)
-  valid_x = _put(train.eval_inputs(dataset.valid, base, 0), replicated)
-  test_x = _put(train.eval_inputs(dataset.test, base, 1), replicated)
-
-  model_fn = lambda params, mask: MaskedLatents(nnx.merge(graphdef, params), mask)
-  batch_sharding = None
-  if padded_count == 1 and num_devices > 1 and base.batch_size % num_devices == 0:
-    batch_sharding = members_sharding  # one member: shard its batch
-  train_step = train.make_train_step(model_fn, optimizer, base, steps_per_epoch)
-  epoch_fn = train.make_train_epoch(train_step, base, steps_per_epoch,
-                                    batch_sharding=batch_sharding)
-
-  def members_epoch(state, train_data, epoch, run_key, data_key, mask):
-    params, opt_state, losses = jax.vmap(
-        epoch_fn, in_axes=(0, 0, None, None, 0, 0 if independent else None, 0))(
-            state['params'], state['opt_state'], train_data, epoch, run_key,
-            data_key, mask)
-    return {'params': params, 'opt_state': opt_state}, losses
-
-  compile_start = time.perf_counter()
-  members_epoch = jax.jit(members_epoch, donate_argnums=0).lower(
-      state, train_data, jnp.int32(0), run_key, data_key, mask).compile()
-  evaluate = jax.jit(jax.vmap(train.make_evaluate(model_fn, base.eval_batch_size),
-                              in_axes=(0, None, 0, 0)))
-  compile_seconds = time.perf_counter() - compile_start
-  log(f'{num_members} members padded to latent_dim {max_latent}, on '
-      f'{num_devices} device(s); compiled in {compile_seconds:.1f} s')
+    _, _, state = train.initial_state(config, steps_per_epoch)
+    states.append(run_dir.restore(jax.tree.map(np.asarray, state),
+                                  epoch=start_epoch)[1])
+  members = VectorizedMembers(configs, states, dataset)
+  log(f'{len(configs)} members padded to latent_dim {members.max_latent}, on '
+      f'{members.num_devices} device(s); compiled in '
+      f'{members.compile_seconds:.1f} s')
   if start_epoch:
     log(f'resuming from epoch {start_epoch}')
 
   progress = train.Progress(base, start_epoch)
+  member_states = states
   try:
     for epoch in range(start_epoch, base.num_epochs):
       start = time.perf_counter()
-      state, losses = members_epoch(state, train_data, jnp.int32(epoch),
-                                    run_key, data_key, mask)
-      losses = _to_host(losses)
+      losses = members.train_epoch(epoch)
       epoch_seconds = time.perf_counter() - start
       for m, config in enumerate(configs):
         train.check_finite(losses[m], epoch,
                            f' in member {pathlib.Path(config.workdir).name}')
-      valid_terms = _to_host(evaluate(state['params'], valid_x, valid_key, mask))
-      test_terms = _to_host(evaluate(state['params'], test_x, test_key, mask))
-      host_state = _to_host(state)
+      valid_terms = members.evaluate('valid')
+      test_terms = members.evaluate('test')
+      member_states = members.member_states()
       for m, (config, run_dir) in enumerate(zip(configs, run_dirs)):
-        pick = lambda tree: jax.tree.map(lambda a: a[m], tree)
+        pick = lambda tree, m=m: jax.tree.map(lambda a: a[m], tree)
         record = train.epoch_record(config, epoch, losses[m], epoch_seconds,
                                     pick(valid_terms), pick(test_terms),
                                     steps_per_epoch)
-        member_state = extract_latents(pick(host_state), standalone[m],
-                                       config.latent_dim, max_latent)
         # Host arrays: the same in every process, saved as such (multi-host).
-        run_dir.end_epoch(record, jax.tree.map(np.asarray, member_state))
+        run_dir.end_epoch(record, member_states[m])
       progress.bar.update(1)
       elbos = ', '.join(f'{c.latent_dim}: {float(test_terms.elbo[m]):.2f}'
                         for m, c in enumerate(configs))
       progress.write(
           f'epoch {epoch + 1}/{base.num_epochs}  {epoch_seconds:.2f} s '
-          f'({num_members * steps_per_epoch * base.batch_size / epoch_seconds:,.0f} '
+          f'({len(configs) * steps_per_epoch * base.batch_size / epoch_seconds:,.0f} '
           f'member-examples/s)  test ELBO by latent_dim {{{elbos}}}')
   finally:
     progress.close()
 
-  host_state = _to_host(state)
   test_inputs = train.eval_inputs(dataset.test, base, 1)
   for m, (config, run_dir) in enumerate(zip(configs, run_dirs)):
-    params = extract_latents(jax.tree.map(lambda a: a[m], host_state['params']),
-                             standalone[m]['params'], config.latent_dim,
-                             max_latent)
-    results = train.finish(run_dir, dataset, params, test_inputs, keys[m],
-                           compile_seconds)
+    results = train.finish(run_dir, dataset, member_states[m]['params'],
+                           test_inputs, members.keys[m],
+                           members.compile_seconds)
     log(f'member {pathlib.Path(config.workdir).name}: test ELBO '
         f'{results["test_elbo"]:.3f}, NLL {results["test_nll_iwae"]:.3f} '
         f'(K={results["iwae_samples"]}), active units '

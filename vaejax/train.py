@@ -456,15 +456,26 @@ def train_and_evaluate(config):
     run_dir.close()
 
 
+def initial_state(config, steps_per_epoch):
+  """A run's model structure, optimizer and initial state.
+
+  Returns (graphdef, optimizer, {'params', 'opt_state'}), the parameters
+  from the run's model key.
+  """
+  graphdef, params = nnx.split(build_model(config, RunKeys.of(config).model),
+                               nnx.Param)
+  optimizer = build_optimizer(config, steps_per_epoch)
+  return graphdef, optimizer, {'params': params,
+                               'opt_state': optimizer.init(params)}
+
+
 def train_loaded(config, dataset, run_dir):
   """Trains and evaluates `config` on a loaded dataset in its `RunDir`."""
   keys = RunKeys.of(config)
-  graphdef, params = nnx.split(build_model(config, keys.model), nnx.Param)
-  model_fn = functools.partial(nnx.merge, graphdef)
   steps_per_epoch = len(dataset.train) // config.batch_size
-  optimizer = build_optimizer(config, steps_per_epoch)
-  start_epoch, state = run_dir.restore(
-      {'params': params, 'opt_state': optimizer.init(params)})
+  graphdef, optimizer, state = initial_state(config, steps_per_epoch)
+  model_fn = functools.partial(nnx.merge, graphdef)
+  start_epoch, state = run_dir.restore(state)
   params, opt_state = state['params'], state['opt_state']
 
   train_data = jax.device_put(dataset.train)
