@@ -29,8 +29,8 @@ config_lib.define_flags(sweep.SweepFlags)
 def main(argv):
   command = argv[1:]
   if command not in ([], ['summarize']):
-    raise app.UsageError(f'unexpected arguments: {" ".join(command)}; the only '
-                         'command is `summarize`')
+    raise SystemExit(f'error: unexpected arguments: {" ".join(command)}; the '
+                     'only command is `summarize`')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # library INFO logs on request only
   try:
@@ -55,4 +55,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

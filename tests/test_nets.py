@@ -5,6 +5,7 @@ import functools
 from flax import nnx
 import jax
 import jax.numpy as jnp
+from jax.test_util import check_grads
 import numpy as np
 import pytest
 
@@ -111,3 +112,53 @@ def test_same_key_same_initialisation_and_vmap_equals_loop():
 def test_unknown_likelihood_is_refused():
   with pytest.raises(ValueError, match='unknown likelihood'):
     nets.MLPVAE(MNIST_SHAPE, 2, likelihood='poisson', rngs=nnx.Rngs(0))
+
+
+def test_log_var_bound_is_the_identity_inside_and_smooth_and_bounded_outside():
+  low, high = nets.LOG_VAR_MIN, nets.LOG_VAR_MAX
+  inside = jnp.linspace(low, high, 1001)
+  np.testing.assert_array_equal(nets.bound_log_var(inside), inside)
+  outside = jnp.array([-1e30, -1e4, low - 3.0, high + 3.0, 1e4, 1e30])
+  bounded = nets.bound_log_var(outside)
+  assert np.all((bounded >= low - 1) & (bounded <= high + 1))
+  np.testing.assert_allclose(np.asarray(bounded)[[0, 1, -2, -1]],
+                             [low - 1, low - 1, high + 1, high + 1])
+  # Slope 1 on both sides of each end, and everywhere defined.
+  slope = jax.vmap(jax.grad(nets.bound_log_var))
+  ends = jnp.array([low - 1e-3, low + 1e-3, high - 1e-3, high + 1e-3])
+  np.testing.assert_allclose(slope(ends), 1.0, atol=1e-5)
+  assert np.all(slope(jnp.array([low - 3.0, high + 3.0])) > 0)
+  for point in (low - 0.5, 0.0, high + 0.5):
+    check_grads(nets.bound_log_var, (jnp.float32(point),), order=2,
+                modes=('fwd', 'rev'), eps=1e-2)
+
+
+@pytest.mark.parametrize('log_var_bias', [1e4, -1e4, 1e30, -1e30])
+def test_extreme_encoder_log_variances_give_finite_loss_and_gradients(
+    log_var_bias, monkeypatch):
+  latent_dim = 3
+  model = nets.MLPVAE((8, 8, 1), latent_dim, hidden_dims=(16,), activation='tanh',
+                      rngs=nnx.Rngs(0))
+  last = model.encoder.layers[-1]
+  last.bias[...] = last.bias[...].at[latent_dim:].set(log_var_bias)
+  graphdef, params = nnx.split(model, nnx.Param)
+  x = jax.random.bernoulli(jax.random.key(0), 0.5, (5, 8, 8, 1)).astype(jnp.float32)
+
+  def loss_and_grads():
+    loss_fn = lambda p: vaejax.negative_elbo(nnx.merge(graphdef, p), x,
+                                             jax.random.key(1))[0]
+    return jax.value_and_grad(loss_fn)(params)
+
+  _, log_var = model.encode(x[0])
+  assert np.all(np.abs(log_var) < 1e3)
+  loss, grads = loss_and_grads()
+  assert np.isfinite(loss)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+  # Without the bound: exp(log_var) overflows, or -log_var swamps the loss.
+  monkeypatch.setattr(nets, 'bound_log_var', lambda raw: raw)
+  unbounded, grads = loss_and_grads()
+  if log_var_bias > 0:
+    assert not (np.isfinite(unbounded) and all(np.all(np.isfinite(g))
+                                               for g in jax.tree.leaves(grads)))
+  else:
+    assert unbounded > 100 * loss

@@ -128,6 +128,18 @@ def define_flags(config_class=TrainConfig, flag_values=flags.FLAGS, exclude=()):
       flags.DEFINE_string(field.name, field.default, help_text, flag_values=flag_values)
 
 
+def parse_flags(argv):
+  """absl's flag parsing for `app.run(main, flags_parser=parse_flags)`.
+
+  A flag that is unknown or has a value of the wrong type exits with status
+  1 and one line on stderr, like every other bad input of the binaries.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    raise SystemExit('error: ' + ' '.join(str(e).split())) from None
+
+
 def from_flags(config_class=TrainConfig, flag_values=flags.FLAGS, exclude=()):
   """Builds `config_class` from parsed flags; fields in `exclude` keep defaults."""
   values = {}

@@ -43,6 +43,25 @@ KERNEL_INITS = {
 
 LIKELIHOODS = ('bernoulli', 'gaussian')
 
+# The encoder's log-variance is the identity of the network's output on this
+# range and saturates within 1 beyond it (`bound_log_var`).
+LOG_VAR_MIN, LOG_VAR_MAX = -30.0, 20.0
+
+
+def bound_log_var(raw, low=LOG_VAR_MIN, high=LOG_VAR_MAX):
+  """The identity on [low, high]; beyond, `high + tanh(raw - high)` (and below).
+
+  Smooth (value and slope 1 match at the ends) and bounded to
+  [low - 1, high + 1], so exp(log_var) <= e^21 cannot overflow float32 and
+  -log_var, the KL's term, stays finite; beyond an end the slope,
+  1 - tanh^2, fades but does not stop at once (a hard clip would), so an
+  output pushed a little past an end still gets gradients that can bring
+  it back. Inside the range the value is the input bit for bit: models that
+  stay there train exactly as without the bound.
+  """
+  return jnp.where(raw > high, high + jnp.tanh(raw - high),
+                   jnp.where(raw < low, low + jnp.tanh(raw - low), raw))
+
 
 class VAE(nnx.Module):
   """Shared likelihood and protocol; subclasses build `encoder` and `decoder`.
@@ -65,7 +84,7 @@ class VAE(nnx.Module):
 
   def encode(self, x):
     mean, log_var = jnp.split(self.encoder(x), 2)
-    return mean, log_var
+    return mean, bound_log_var(log_var)
 
   def decode(self, z):
     return self.decoder(z)
