@@ -71,10 +71,10 @@ def compiled_epoch(dataset, config):
   state = {'params': params, 'opt_state': opt_state, 'epoch': 0}
 
   def run():
-    params, opt_state, losses = epoch_fn(
+    params, opt_state, stats = epoch_fn(
         state['params'], state['opt_state'], train_data,
         jnp.int32(state['epoch']), keys.run, keys.data)
-    losses.block_until_ready()
+    jax.block_until_ready(stats)
     state.update(params=params, opt_state=opt_state, epoch=state['epoch'] + 1)
 
   return run, compile_seconds

@@ -22,7 +22,6 @@ the same run, ratios, compile time and memory.
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
@@ -47,9 +46,9 @@ def jit_step_loop(dataset, config, steps):
     params, opt_state = state['params'], state['opt_state']
     for i in range(steps):
       batch = host[order[i * BATCH:(i + 1) * BATCH]]
-      params, opt_state, loss = step_jit(params, opt_state, batch, keys.run,
-                                         np.int32(state['step'] + i))
-    loss.block_until_ready()
+      params, opt_state, stats = step_jit(params, opt_state, batch, keys.run,
+                                          np.int32(state['step'] + i))
+    jax.block_until_ready(stats)
     state.update(params=params, opt_state=opt_state, step=state['step'] + steps)
 
   return run

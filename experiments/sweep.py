@@ -17,7 +17,6 @@ from absl import logging
 import jax
 
 from vaejax import config as config_lib
-from vaejax import data
 from vaejax import sweep
 from vaejax import train
 
@@ -50,7 +49,7 @@ def main(argv):
           process_id=sweep_flags.process_id)
     sweep.run(base, sweep_flags,
               log=print if jax.process_index() == 0 else lambda *_: None)
-  except (config_lib.ConfigError, data.DataError, train.TrainingError) as e:
+  except train.USER_ERRORS as e:
     raise SystemExit(f'error: {e}') from None
 
 

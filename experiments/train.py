@@ -12,7 +12,6 @@ from absl import flags
 from absl import logging
 
 from vaejax import config as config_lib
-from vaejax import data
 from vaejax import train
 
 config_lib.define_flags()
@@ -26,7 +25,7 @@ def main(argv):
   try:
     config = config_lib.from_flags()
     train.train_and_evaluate(config)
-  except (config_lib.ConfigError, data.DataError, train.TrainingError) as e:
+  except train.USER_ERRORS as e:
     raise SystemExit(f'error: {e}') from None
 
 

@@ -29,6 +29,8 @@ def pytest_configure(config):
       'markers', 'float64: numerics that run again in float64 under --x64')
   config.addinivalue_line(
       'markers', 'real_data: needs the offline MNIST files (skips without them)')
+  config.addinivalue_line(
+      'markers', 'slow: over half a minute; CI runs them (-m "not slow" skips)')
   # Implicit rank promotion hides shape bugs ([B] + [B, 1] -> [B, B]).
   jax.config.update('jax_numpy_rank_promotion', 'raise')
   if config.getoption('--x64'):

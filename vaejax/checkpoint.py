@@ -2,21 +2,35 @@
 
 Orbax writes each checkpoint into a temporary folder and renames it when it is
 complete, so a run killed mid-write never leaves a checkpoint that restores
-half-written arrays; `latest_epoch` only sees finished ones.
+half-written arrays; `latest_epoch` only sees finished ones. After each save
+the SHA-256 of the checkpoint's files goes into `checkpoints/sha256.json`;
+`verify` compares, so a checkpoint damaged on disk afterwards (truncated,
+overwritten) is refused with one line instead of restoring wrong weights.
 """
 
+import hashlib
+import json
 import pathlib
 
 import jax
 import orbax.checkpoint as ocp
+
+from vaejax import files
+
+DIGESTS = 'sha256.json'
+
+
+class CheckpointError(Exception):
+  """A checkpoint that cannot be restored as it was written (one line)."""
 
 
 class Checkpointer:
   """Saves and restores `{'params', 'opt_state'}` trees keyed by epoch."""
 
   def __init__(self, directory, max_to_keep=3):
+    self._directory = pathlib.Path(directory).absolute()
     self._manager = ocp.CheckpointManager(
-        pathlib.Path(directory).absolute(),
+        self._directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
                                              create=True))
 
@@ -28,11 +42,52 @@ class Checkpointer:
     """Saves `state` as the checkpoint of `epoch` and waits until it is on disk."""
     self._manager.save(epoch, args=ocp.args.StandardSave(state))
     self._manager.wait_until_finished()
+    if files.is_primary():
+      kept = {str(step) for step in self._manager.all_steps()}
+      digests = {k: v for k, v in self._digests().items() if k in kept}
+      digests[str(epoch)] = self._digest(epoch)
+      files.write_json(self._directory / DIGESTS, digests)
+
+  def verify(self, epoch):
+    """Raises `CheckpointError` if epoch's files differ from those saved.
+
+    A checkpoint saved without a digest (the run was killed between the two)
+    is complete by orbax's atomic rename and passes.
+    """
+    expected = self._digests().get(str(epoch))
+    if expected is not None and self._digest(epoch) != expected:
+      raise CheckpointError(
+          f'the checkpoint of epoch {epoch} ({self._directory / str(epoch)}) '
+          'is damaged: its files differ from those saved; delete that '
+          'folder to resume from the checkpoint before it')
 
   def restore(self, epoch, like):
     """Restores the checkpoint of `epoch` into the structure and dtypes of `like`."""
+    self.verify(epoch)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    return self._manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+    try:
+      return self._manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # orbax and tensorstore raise many kinds
+      reason = ' '.join(str(e).split())[:300]
+      raise CheckpointError(
+          f'cannot restore the checkpoint of epoch {epoch} '
+          f'({self._directory / str(epoch)}): {type(e).__name__}: {reason}; '
+          'delete that folder to resume from the checkpoint before it') from None
 
   def close(self):
     self._manager.close()
+
+  def _digests(self):
+    try:
+      return json.loads((self._directory / DIGESTS).read_text())
+    except (OSError, ValueError):
+      return {}
+
+  def _digest(self, epoch):
+    """SHA-256 over the names and bytes of the files of epoch's checkpoint."""
+    root = self._directory / str(epoch)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob('*') if p.is_file()):
+      digest.update(str(path.relative_to(root)).encode() + b'\0')
+      digest.update(path.read_bytes())
+    return digest.hexdigest()

@@ -74,6 +74,9 @@ class TrainConfig:
   adam_eps: float = _field(1e-8, 'Adam epsilon.')
   grad_clip_norm: float = _field(
       0.0, 'Clip gradients to this global norm; 0 turns clipping off.')
+  skip_nonfinite_updates: bool = _field(
+      False, 'Skip a step whose loss or gradients are not finite (counted as '
+      'skipped_updates in metrics.jsonl) instead of stopping the run.')
   beta: float = _field(1.0, 'Weight of the KL term (1 is the ELBO).')
   kl_warmup_epochs: float = _field(
       0.0, 'Ramp the KL weight linearly from 0 to --beta over this many epochs.')
@@ -105,7 +108,9 @@ class TrainConfig:
 # Fields that do not change what a run computes: a resumed run may differ here.
 NON_SEMANTIC_FIELDS = frozenset({
     'workdir', 'tfds_data_dir', 'tfds_manual_dir', 'progress',
-    'eval_batch_size', 'iwae_chunk_size'})
+    'eval_batch_size', 'iwae_chunk_size',
+    # A run stopped by a non-finite step resumes with it turned on.
+    'skip_nonfinite_updates'})
 
 
 def define_flags(config_class=TrainConfig, flag_values=flags.FLAGS, exclude=()):

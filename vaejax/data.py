@@ -151,6 +151,36 @@ def load(name, *, tfds_data_dir=None, tfds_manual_dir=None):
   return dataset
 
 
+def check_available(name, *, tfds_data_dir=None, tfds_manual_dir=None):
+  """Fails at once if `load` could not have dataset `name` from a manual dir.
+
+  For the checks before any work (no TFDS import): with a manual dir, a TFDS
+  dataset must be prepared already (TFDS's layout,
+  `<data dir>/<name>/<version>/dataset_info.json`) or have all its files
+  there. Without one, whether it can be downloaded is left to `load`.
+
+  Raises:
+    DataError: a one-line message naming the dataset, the files and the flag.
+  """
+  spec = get_spec(name)
+  if spec.name == 'linear_gaussian' or not tfds_manual_dir:
+    return
+  data_dir = pathlib.Path(tfds_data_dir or os.environ.get('TFDS_DATA_DIR')
+                          or '~/tensorflow_datasets').expanduser()
+  if not any(data_dir.glob(f'{spec.name}/*/dataset_info.json')):
+    _check_manual_dir(spec, tfds_manual_dir)
+
+
+def _check_manual_dir(spec, manual_root):
+  manual_dir = pathlib.Path(manual_root) / spec.name
+  missing = [f for f in spec.files if not (manual_dir / f).is_file()]
+  if missing:
+    raise DataError(
+        f'dataset {spec.name}: --tfds_manual_dir={manual_root} needs the '
+        f'folder {manual_dir} with {", ".join(spec.files)}; missing: '
+        f'{", ".join(missing)}')
+
+
 def generating_model():
   """The fixed `LinearGaussian` model that `linear_gaussian` is sampled from."""
   data_dim = int(np.prod(DATASETS['linear_gaussian'].image_shape))
@@ -226,12 +256,8 @@ def _prepare(builder, spec, manual_root):
 
   files = ', '.join(spec.files)
   if manual_root:
+    _check_manual_dir(spec, manual_root)
     manual_dir = pathlib.Path(manual_root) / spec.name
-    missing = [f for f in spec.files if not (manual_dir / f).is_file()]
-    if missing:
-      raise DataError(
-          f'dataset {spec.name}: --tfds_manual_dir={manual_root} needs the '
-          f'folder {manual_dir} with {files}; missing: {", ".join(missing)}')
   else:
     manual_dir = None
     try:

@@ -30,7 +30,6 @@ results.md and plots.
 import dataclasses
 import itertools
 import json
-import math
 import pathlib
 import time
 
@@ -158,6 +157,8 @@ def run(base, flags, log=print):
     # A kill while the members save leaves them one epoch apart; the sweep
     # resumes all from the earlier epoch, which each must still have.
     raise config_lib.ConfigError('a vectorised sweep needs --checkpoints_to_keep >= 2')
+  data.check_available(base.dataset, tfds_data_dir=base.tfds_data_dir,
+                       tfds_manual_dir=base.tfds_manual_dir)
   _prepare_sweep_dir(base, flags)
   mine = [c for i, c in enumerate(configs) if i % shard_count == shard_index]
   run_dirs = [train.RunDir(c) for c in mine]
@@ -166,6 +167,8 @@ def run(base, flags, log=print):
     log(f'sweep of {len(members)} members; this job: {len(mine)}, '
         f'{len(mine) - len(todo)} already finished')
     if todo:
+      for _, run_dir in todo:  # before the data: damaged checkpoints fail fast
+        run_dir.verify_latest()
       dataset = data.load(base.dataset, tfds_data_dir=base.tfds_data_dir,
                           tfds_manual_dir=base.tfds_manual_dir)
       if vectorize:
@@ -381,11 +384,11 @@ class VectorizedMembers:
                                       batch_sharding=batch_sharding)
 
     def members_epoch(state, train_data, epoch, run_key, data_key, mask):
-      params, opt_state, losses = jax.vmap(
+      params, opt_state, stats = jax.vmap(
           epoch_fn, in_axes=(0, 0, None, None, 0, 0 if independent else None, 0))(
               state['params'], state['opt_state'], train_data, epoch, run_key,
               data_key, mask)
-      return {'params': params, 'opt_state': opt_state}, losses
+      return {'params': params, 'opt_state': opt_state}, stats
 
     compile_start = time.perf_counter()
     self._epoch = jax.jit(members_epoch, donate_argnums=0).lower(
@@ -397,11 +400,16 @@ class VectorizedMembers:
         in_axes=(0, None, 0, 0)))
 
   def train_epoch(self, epoch):
-    """Trains every member one epoch; returns the losses `[members, steps]` on the host."""
-    self.state, losses = self._epoch(self.state, self._train_data,
-                                     jnp.int32(epoch), self._run_key,
-                                     self._data_key, self._mask)
-    return _to_host(losses)[:len(self.configs)]
+    """Trains every member one epoch.
+
+    Returns each member's {'loss', 'finite'} `[steps]` on the host, a list.
+    """
+    self.state, stats = self._epoch(self.state, self._train_data,
+                                    jnp.int32(epoch), self._run_key,
+                                    self._data_key, self._mask)
+    stats = _to_host(stats)
+    return [jax.tree.map(lambda a, m=m: a[m], stats)
+            for m in range(len(self.configs))]
 
   def evaluate(self, split):
     """Mean `ElboTerms` of every member on 'valid' or 'test', stacked, host."""
@@ -443,17 +451,18 @@ def _train_vectorized(configs, run_dirs, dataset, log):
   try:
     for epoch in range(start_epoch, base.num_epochs):
       start = time.perf_counter()
-      losses = members.train_epoch(epoch)
+      stats = members.train_epoch(epoch)
       epoch_seconds = time.perf_counter() - start
       for m, config in enumerate(configs):
-        train.check_finite(losses[m], epoch,
-                           f' in member {pathlib.Path(config.workdir).name}')
+        train.check_finite(stats[m], epoch,
+                           f' in member {pathlib.Path(config.workdir).name}',
+                           config.skip_nonfinite_updates)
       valid_terms = members.evaluate('valid')
       test_terms = members.evaluate('test')
       member_states = members.member_states()
       for m, (config, run_dir) in enumerate(zip(configs, run_dirs)):
         pick = lambda tree, m=m: jax.tree.map(lambda a: a[m], tree)
-        record = train.epoch_record(config, epoch, losses[m], epoch_seconds,
+        record = train.epoch_record(config, epoch, stats[m], epoch_seconds,
                                     pick(valid_terms), pick(test_terms),
                                     steps_per_epoch)
         # Host arrays: the same in every process, saved as such (multi-host).

@@ -50,6 +50,11 @@ class TrainingError(RuntimeError):
   """Training cannot go on (e.g. a non-finite loss); the message is one line."""
 
 
+# What the binaries report as one `error: ...` line and a non-zero exit.
+USER_ERRORS = (config_lib.ConfigError, data.DataError, TrainingError,
+               checkpoint.CheckpointError)
+
+
 def build_model(config, key):
   """The VAE of `config`, its parameters initialised from `key`."""
   common = dict(activation=config.activation, kernel_init=config.kernel_init,
@@ -114,7 +119,10 @@ def make_train_step(model_fn, optimizer, config, steps_per_epoch):
   One optimizer step on the float inputs `x` `[B, ...]`, with the ELBO's draws
   from `fold_in(run_key, step)`. `model_fn(params, *model_args)` returns the
   model (for NNX, `nnx.merge` with the graphdef; a sweep adds a latent mask).
-  Returns (params, opt_state, loss). A sweep vmaps it over its members.
+  Returns (params, opt_state, {'loss', 'finite'}): `finite` is whether the
+  loss and every gradient are finite, computed in the step so that nothing
+  waits on the host; with `config.skip_nonfinite_updates` a step that is not
+  leaves params and opt_state as they were. A sweep vmaps it over its members.
   """
 
   def train_step(params, opt_state, x, run_key, step, *model_args):
@@ -128,8 +136,16 @@ def make_train_step(model_fn, optimizer, config, steps_per_epoch):
       return loss
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    finite = jnp.isfinite(loss)
+    for grad in jax.tree.leaves(grads):
+      finite &= jnp.all(jnp.isfinite(grad))
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    if config.skip_nonfinite_updates:
+      keep = lambda new, old: jnp.where(finite, new, old)
+      new_params = jax.tree.map(keep, new_params, params)
+      new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+    return new_params, new_opt_state, {'loss': loss, 'finite': finite}
 
   return train_step
 
@@ -142,8 +158,9 @@ def make_train_epoch(train_step, config, steps_per_epoch, batch_sharding=None):
   binarization (`fold_in(data_key, step)`) come from `data_key`, so the
   members of a sweep, which share it, see the same batches; everything else
   goes to `train_step`. With `batch_sharding`, each batch is laid out over
-  the devices by it (data parallelism). Returns (params, opt_state, losses
-  `[steps, ...]`); jit it with params and opt_state donated.
+  the devices by it (data parallelism). Returns (params, opt_state, the
+  steps' {'loss', 'finite'}, each `[steps]`); jit it with params and
+  opt_state donated.
   """
   pixels = config.spec.pixels
   batch_size = config.batch_size
@@ -165,13 +182,13 @@ def make_train_epoch(train_step, config, steps_per_epoch, batch_sharding=None):
                     jax.random.fold_in(binarize_key, step))
       if batch_sharding is not None:
         x = jax.lax.with_sharding_constraint(x, batch_sharding)
-      params, opt_state, loss = train_step(params, opt_state, x, run_key, step,
-                                           *model_args)
-      return (params, opt_state), loss
+      params, opt_state, stats = train_step(params, opt_state, x, run_key,
+                                            step, *model_args)
+      return (params, opt_state), stats
 
-    (params, opt_state), losses = jax.lax.scan(
+    (params, opt_state), stats = jax.lax.scan(
         body, (params, opt_state), (batches, steps))
-    return params, opt_state, losses
+    return params, opt_state, stats
 
   return train_epoch
 
@@ -363,6 +380,11 @@ class RunDir:
   def latest_epoch(self):
     return self._checkpointer.latest_epoch() or 0
 
+  def verify_latest(self):
+    """Raises `checkpoint.CheckpointError` if the latest checkpoint is damaged."""
+    if epoch := self.latest_epoch():
+      self._checkpointer.verify(epoch)
+
   def restore(self, state, epoch=None):
     """(epoch, state) from the checkpoint of `epoch` (default: the latest).
 
@@ -400,25 +422,41 @@ def _tensorboard_writer(workdir):
   return tensorboardX.SummaryWriter(str(workdir / 'tensorboard'))
 
 
-def check_finite(losses, epoch, where):
-  """Raises `TrainingError` naming the epoch and first step of a non-finite loss."""
-  finite = np.isfinite(losses)
-  if not np.all(finite):
+def check_finite(stats, epoch, where, skip):
+  """Raises `TrainingError` if a step of the epoch was not finite.
+
+  `stats` is the epoch's {'loss', 'finite'} on the host. Unless `skip`
+  (--skip_nonfinite_updates, where such steps were skipped), the error names
+  the epoch and the first such step; with it, only an epoch none of whose
+  steps was finite stops the run.
+  """
+  finite = np.asarray(stats['finite'])
+  kept = f'the last good checkpoint (epoch {epoch or "none"}) is kept'
+  if skip and not finite.any():
+    raise TrainingError(f'no step of epoch {epoch + 1}{where} had a finite '
+                        f'loss and gradients: training stopped; {kept}')
+  if not skip and not finite.all():
     bad_step = int(np.argmin(finite)) + 1
     raise TrainingError(
-        f'non-finite loss at epoch {epoch + 1}, step {bad_step} of '
-        f'{len(losses)}{where}: training stopped; the last good checkpoint '
-        f'(epoch {epoch or "none"}) is kept')
+        f'non-finite loss or gradients at epoch {epoch + 1}, step {bad_step} '
+        f'of {len(finite)}{where}: training stopped; {kept} '
+        '(--skip_nonfinite_updates skips such steps instead)')
 
 
-def epoch_record(config, epoch, losses, epoch_seconds, valid_terms, test_terms,
+def epoch_record(config, epoch, stats, epoch_seconds, valid_terms, test_terms,
                  steps_per_epoch):
-  """The metrics.jsonl line of `epoch` (0-based) as a dict."""
+  """The metrics.jsonl line of `epoch` (0-based) as a dict.
+
+  `stats`: the epoch's {'loss', 'finite'} on the host; train_loss is the mean
+  over the finite steps, skipped_updates counts the others.
+  """
   examples_per_epoch = steps_per_epoch * config.batch_size
+  finite = np.asarray(stats['finite'])
   record = {
       'epoch': epoch + 1,
       'examples_seen': (epoch + 1) * examples_per_epoch,
-      'train_loss': float(np.mean(losses)),
+      'train_loss': float(np.mean(np.asarray(stats['loss'])[finite])),
+      'skipped_updates': int(np.sum(~finite)),
       'beta': float(kl_weight(config, (epoch + 1) * steps_per_epoch - 1,
                               steps_per_epoch)),
       'epoch_seconds': epoch_seconds,
@@ -441,14 +479,18 @@ def train_and_evaluate(config):
     The results dict written to results.json.
 
   Raises:
-    config.ConfigError, data.DataError: bad flags or data, before any work.
-    TrainingError: a non-finite loss; the last good checkpoint is kept.
+    config.ConfigError, data.DataError, checkpoint.CheckpointError: bad
+      flags, data or checkpoints, before any training.
+    TrainingError: a non-finite step; the last good checkpoint is kept.
   """
   config_lib.validate(config)
+  data.check_available(config.dataset, tfds_data_dir=config.tfds_data_dir,
+                       tfds_manual_dir=config.tfds_manual_dir)
   run_dir = RunDir(config)
   try:
     if (results := run_dir.results()) is not None:
       return results
+    run_dir.verify_latest()  # before the data: a damaged checkpoint fails fast
     dataset = data.load(config.dataset, tfds_data_dir=config.tfds_data_dir,
                         tfds_manual_dir=config.tfds_manual_dir)
     return train_loaded(config, dataset, run_dir)
@@ -497,13 +539,13 @@ def train_loaded(config, dataset, run_dir):
   try:
     for epoch in range(start_epoch, config.num_epochs):
       start = time.perf_counter()
-      params, opt_state, losses = train_epoch(
+      params, opt_state, stats = train_epoch(
           params, opt_state, train_data, jnp.int32(epoch), keys.run, keys.data)
-      losses = np.asarray(losses)
+      stats = jax.tree.map(np.asarray, stats)
       epoch_seconds = time.perf_counter() - start
-      check_finite(losses, epoch, '')
+      check_finite(stats, epoch, '', config.skip_nonfinite_updates)
       record = epoch_record(
-          config, epoch, losses, epoch_seconds,
+          config, epoch, stats, epoch_seconds,
           evaluate(params, valid_x, keys.valid),
           evaluate(params, test_x, keys.test), steps_per_epoch)
       run_dir.end_epoch(record, {'params': params, 'opt_state': opt_state})
