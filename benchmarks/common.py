@@ -1,6 +1,7 @@
 """What the benchmarks share: timing, memory, FLOP counts, the GEMM peak."""
 
-import contextlib
+import importlib.util
+import multiprocessing
 import functools
 import os
 import resource
@@ -13,7 +14,6 @@ from absl import logging
 from flax import nnx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vaejax import config as config_lib
 from vaejax import data
@@ -101,32 +101,67 @@ def alternate(fns, repeats):
 
 
 def torch_or_none():
-  """PyTorch with one thread per core and seed 0, or None if not installed.
+  """PyTorch set up for its best CPU speed and seeded, or None if not installed.
 
-  Its runs should also go through `flush_denormal`.
+  Flush-to-zero for denormals, one thread per core, seed 0. Call it only in a
+  `Remote` process: PyTorch's OpenMP threads and floating-point mode slow
+  the JAX programs of the process they run in.
   """
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
     return None
+  torch.set_flush_denormal(True)
   torch.set_num_threads(os.cpu_count())
   torch.manual_seed(0)
   return torch
 
 
-@contextlib.contextmanager
-def flush_denormal(torch):
-  """PyTorch's flush-to-zero of denormals, for the enclosed code only.
+def torch_installed():
+  return importlib.util.find_spec('torch') is not None
 
-  It sets the floating-point mode of the calling thread, the thread JAX
-  runs its CPU programs from too: left on for the whole benchmark, it slowed
-  vaejax's training epoch from 0.81 s to 1.10 s.
+
+def _serve(connection, factory, args):
+  run = factory(*args)
+  while connection.recv():
+    connection.send(run())
+
+
+class Remote:
+  """A benchmark candidate that runs in a process of its own.
+
+  `factory(*args)` runs there once and returns the callable that each call
+  of this object runs there; its result comes back pickled (and stays in
+  `last`). Measured in one
+  process, PyTorch's runs slowed the JAX epochs that followed them by up to
+  40% (0.81 s -> 1.10-1.18 s an epoch): its OpenMP threads and
+  floating-point mode stay with it here.
   """
-  torch.set_flush_denormal(True)
-  try:
-    yield
-  finally:
-    torch.set_flush_denormal(False)
+
+  def __init__(self, factory, *args):
+    context = multiprocessing.get_context('spawn')
+    self._connection, child = context.Pipe()
+    self._process = context.Process(target=_serve,
+                                    args=(child, factory, args), daemon=True)
+    self._process.start()
+    self.last = None
+
+  def __call__(self):
+    self._connection.send(True)
+    self.last = self._connection.recv()
+    return self.last
+
+  def rss_mib(self):
+    """The process's current resident memory, MiB."""
+    try:
+      import psutil  # pylint: disable=g-import-not-at-top
+      return psutil.Process(self._process.pid).memory_info().rss / 2**20
+    except ImportError:
+      return float('nan')
+
+  def close(self):
+    self._connection.send(False)
+    self._process.join()
 
 
 def measure(candidates, repeats):
@@ -137,7 +172,7 @@ def measure(candidates, repeats):
   memory = {}
   for name, run in candidates.items():  # compiles, caches, allocators
     run()
-    memory[name] = rss_mib()
+    memory[name] = run.rss_mib() if isinstance(run, Remote) else rss_mib()
   return alternate(candidates, repeats), memory
 
 
@@ -198,15 +233,18 @@ def gemm_peak_gflops(size=2048, repeats=5):
   matmul(a, b).block_until_ready()
   best = min(timed(lambda: matmul(a, b).block_until_ready()) for _ in range(repeats))
   results['jax'] = 2 * size**3 / best / 1e9
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    ta, tb = (torch.from_numpy(np.array(m)) for m in (a, b))
-    torch.matmul(ta, tb)
-    best = min(timed(lambda: torch.matmul(ta, tb)) for _ in range(repeats))
-    results['torch'] = 2 * size**3 / best / 1e9
-  except ImportError:
-    pass
+  if torch_installed():
+    gemm = Remote(_torch_gemm_seconds, size, repeats)
+    results['torch'] = 2 * size**3 / gemm() / 1e9
+    gemm.close()
   return max(results.values()), results
+
+
+def _torch_gemm_seconds(size, repeats):
+  torch = torch_or_none()
+  a, b = torch.randn(size, size), torch.randn(size, size)
+  torch.matmul(a, b)
+  return lambda: min(timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
 
 
 def machine():

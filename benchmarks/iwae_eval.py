@@ -8,7 +8,8 @@ weights, copied into PyTorch, so both estimate the same log p(x)), K
 importance samples for each of the first --num_examples binarized-MNIST test
 images, at most --chunk_size (examples x samples) log-weights at once in both:
 vaejax's `train.make_iwae` (one jit program) against a straightforward
-batched PyTorch implementation under `torch.no_grad`. Alternating rounds;
+batched PyTorch implementation under `torch.no_grad`, in a process of its
+own (common.Remote). Alternating rounds;
 prints seconds, GFLOP/s of the decoder matmuls, the two estimates, memory.
 """
 
@@ -34,25 +35,22 @@ FLAGS = flags.FLAGS
 HIDDEN, LATENT = 500, 20
 
 
-def torch_iwae(params, x, num_samples, chunk_size):
-  """A batched PyTorch IWAE estimate, or None without torch."""
+def torch_iwae(layers, x, num_samples, chunk_size):
+  """A batched PyTorch IWAE estimate; run it in a `Remote`.
+
+  `layers`: the (kernel, bias) NumPy arrays of the four Linear layers.
+  """
   torch = common.torch_or_none()
-  if torch is None:
-    return None
-  weights = [(torch.from_numpy(np.array(layer['kernel'][...]).T),
-              torch.from_numpy(np.array(layer['bias'][...])))
-             for layer in (params['encoder']['layers'][1],
-                           params['encoder']['layers'][3],
-                           params['decoder']['layers'][0],
-                           params['decoder']['layers'][2])]
+  weights = [(torch.from_numpy(kernel.T.copy()), torch.from_numpy(bias))
+             for kernel, bias in layers]
   linear = lambda i, h: torch.nn.functional.linear(h, *weights[i])
-  x = torch.from_numpy(np.array(x).reshape(len(x), -1))
+  x = torch.from_numpy(x.reshape(len(x), -1))
   per_chunk = max(1, chunk_size // num_samples)
   log_2pi = math.log(2 * math.pi)
 
   def run():
     bounds = []
-    with torch.no_grad(), common.flush_denormal(torch):
+    with torch.no_grad():
       for start in range(0, len(x), per_chunk):
         xb = x[start:start + per_chunk]
         mean, log_var = linear(1, torch.relu(linear(0, xb))).chunk(2, dim=-1)
@@ -95,12 +93,20 @@ def main(argv):
     estimates['vaejax'] = np.asarray(iwae(params, x, key))
 
   candidates = {'vaejax': vaejax_run}
-  torch_run = torch_iwae(params, x, FLAGS.num_samples, FLAGS.chunk_size)
-  if torch_run is None:
-    print('pytorch: skipped, torch is not installed')
+  if common.torch_installed():
+    layers = [(np.array(layer['kernel'][...]), np.array(layer['bias'][...]))
+              for layer in (params['encoder']['layers'][1],
+                            params['encoder']['layers'][3],
+                            params['decoder']['layers'][0],
+                            params['decoder']['layers'][2])]
+    candidates['pytorch'] = common.Remote(torch_iwae, layers, np.asarray(x),
+                                          FLAGS.num_samples, FLAGS.chunk_size)
   else:
-    candidates['pytorch'] = lambda: estimates.__setitem__('pytorch', torch_run())
+    print('pytorch: skipped, torch is not installed')
   times, memory = common.measure(candidates, FLAGS.repeats)
+  if 'pytorch' in candidates:
+    estimates['pytorch'] = candidates['pytorch'].last
+    candidates['pytorch'].close()
   base = np.median(times['vaejax'])
   print(f'\n{"":8} {"seconds (median, min-max)":34} {"GFLOP/s":>8} '
         f'{"of peak":>8} {"vaejax is":>10} {"NLL":>9} {"RSS MiB":>8}')

@@ -11,7 +11,8 @@ Adam 1e-3, batch 128), one epoch (390 steps) at a time, trained by:
              host NumPy batches (the Flax example's pattern, with its jit);
   pytorch    an eager PyTorch implementation of the identical model and loss
              (torch.set_flush_denormal, one thread per core, batches sliced
-             from one tensor), when torch is installed.
+             from one tensor), when torch is installed, in a process of its
+             own (common.Remote).
 
 The three alternate, epoch by epoch, for --repeats rounds after one warm-up
 epoch each; the script prints medians, spreads, examples/s, GFLOP/s from the
@@ -54,11 +55,9 @@ def jit_step_loop(dataset, config, steps):
   return run
 
 
-def pytorch_epoch(dataset, steps):
-  """The identical model and loss in eager PyTorch, or None without torch."""
+def pytorch_epoch(train_images, steps):
+  """The identical model and loss in eager PyTorch; run it in a `Remote`."""
   torch = common.torch_or_none()
-  if torch is None:
-    return None
   nn = torch.nn
 
   class VAE(nn.Module):
@@ -79,18 +78,17 @@ def pytorch_epoch(dataset, steps):
 
   model = VAE()
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-  train_x = torch.from_numpy(dataset.train.reshape(len(dataset.train), 784)
+  train_x = torch.from_numpy(train_images.reshape(len(train_images), 784)
                              .astype(np.float32))
 
   def run():
-    with common.flush_denormal(torch):
-      order = torch.randperm(len(train_x))
-      for i in range(steps):
-        x = train_x[order[i * BATCH:(i + 1) * BATCH]]
-        optimizer.zero_grad(set_to_none=True)
-        loss = model(x)
-        loss.backward()
-        optimizer.step()
+    order = torch.randperm(len(train_x))
+    for i in range(steps):
+      x = train_x[order[i * BATCH:(i + 1) * BATCH]]
+      optimizer.zero_grad(set_to_none=True)
+      loss = model(x)
+      loss.backward()
+      optimizer.step()
 
   return run
 
@@ -110,12 +108,13 @@ def main(argv):
   candidates = {}
   candidates['vaejax'], compile_seconds = common.compiled_epoch(dataset, config)
   candidates['jit-step'] = jit_step_loop(dataset, config, steps)
-  torch_run = pytorch_epoch(dataset, steps)
-  if torch_run is None:
-    print('pytorch: skipped, torch is not installed (pip install torch)')
+  if common.torch_installed():
+    candidates['pytorch'] = common.Remote(pytorch_epoch, dataset.train, steps)
   else:
-    candidates['pytorch'] = torch_run
+    print('pytorch: skipped, torch is not installed (pip install torch)')
   times, memory = common.measure(candidates, FLAGS.repeats)
+  if 'pytorch' in candidates:
+    candidates['pytorch'].close()
 
   base = np.median(times['vaejax'])
   print(f'\n{"":10} {"s/epoch (median, min-max)":34} {"examples/s":>11} '
