@@ -50,7 +50,7 @@ def main(argv):
     sweep.run(base, sweep_flags,
               log=print if jax.process_index() == 0 else lambda *_: None)
   except train.USER_ERRORS as e:
-    raise SystemExit(f'error: {e}') from None
+    config_lib.exit_with(e)
 
 
 if __name__ == '__main__':

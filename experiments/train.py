@@ -26,7 +26,7 @@ def main(argv):
     config = config_lib.from_flags()
     train.train_and_evaluate(config)
   except train.USER_ERRORS as e:
-    raise SystemExit(f'error: {e}') from None
+    config_lib.exit_with(e)
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import sys
 import tempfile
 import typing
 
@@ -143,6 +144,17 @@ def parse_flags(argv):
     return flags.FLAGS(argv)
   except flags.Error as e:
     raise SystemExit('error: ' + ' '.join(str(e).split())) from None
+
+
+def exit_with(error):
+  """Ends a binary with `error` as its one stderr line, status 1.
+
+  A failed checkpoint read leaves orbax's other reads failing in coroutines
+  that Python reports when it collects them at exit; that would add a
+  traceback to the one line, so such reports are dropped.
+  """
+  sys.unraisablehook = lambda unraisable: None
+  raise SystemExit(f'error: {error}') from None
 
 
 def from_flags(config_class=TrainConfig, flag_values=flags.FLAGS, exclude=()):
