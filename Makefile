@@ -15,7 +15,17 @@ WORKDIR ?= runs/flax_example
 SWEEP_WORKDIR ?= runs/sweep
 SWEEP_FLAGS ?= --latent_dims=2,5,10,20,50,200 --seeds=0,1,2 --eval_iwae_samples=100
 
-.PHONY: install test train sweep bench clean
+# Reproductions of published results (docs/results.md): each target runs a
+# preset of experiments/flags/ at the paper's budget; extra flags, e.g.
+# --num_epochs=40 for a reduced budget, go in KW_FLAGS, BURDA_FLAGS and
+# PYTHAE_FLAGS.
+RESULTS_DIR ?= runs/results
+KW_FLAGS ?=
+BURDA_FLAGS ?=
+PYTHAE_FLAGS ?=
+MANUAL_DIR_FLAG = $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
+
+.PHONY: install test train sweep bench clean kingma_welling burda pythae
 
 install: $(STAMP)
 
@@ -53,6 +63,29 @@ bench: $(STAMP)
 	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 	$(BIN)/python -m benchmarks.iwae_eval --num_samples=1000 --num_examples=10000 \
 	  --repeats=2 $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
+
+# Kingma & Welling (2013), Figure 2: a sweep over latent sizes 3 to 200.
+kingma_welling: $(STAMP)
+	$(BIN)/python -m experiments.sweep \
+	  --flagfile=experiments/flags/kingma_welling_fig2.flags \
+	  --workdir=$(RESULTS_DIR)/kingma_welling $(MANUAL_DIR_FLAG) $(KW_FLAGS)
+
+# Burda et al. (2015), Table 1: VAE and IWAE at K = 1, 5, 50, one run each.
+burda: $(STAMP)
+	for objective in elbo iwae; do for k in 1 5 50; do \
+	  $(BIN)/python -m experiments.train \
+	    --flagfile=experiments/flags/burda_table1.flags \
+	    --objective=$$objective --num_samples=$$k \
+	    --workdir=$(RESULTS_DIR)/burda_$${objective}_k$$k \
+	    $(MANUAL_DIR_FLAG) $(BURDA_FLAGS) || exit 1; \
+	done; done
+
+# pythae's VAE benchmark on statically binarized MNIST.
+pythae: $(STAMP)
+	$(BIN)/python -m experiments.train \
+	  --flagfile=experiments/flags/pythae_binarized_mnist.flags \
+	  --workdir=$(RESULTS_DIR)/pythae_binarized_mnist $(MANUAL_DIR_FLAG) \
+	  $(PYTHAE_FLAGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

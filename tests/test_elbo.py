@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 from scipy import stats
 
 import vaejax
@@ -255,6 +256,67 @@ def test_negative_elbo_is_the_batch_mean(model, data, tol):
   np.testing.assert_allclose(loss, -np.mean([t.elbo for t in expected]),
                              rtol=tol(1e-5, 1e-12))
   assert terms.kl.shape == (len(data),)
+
+
+def test_negative_iwae_bound_is_the_batch_mean(model, data, tol):
+  encoder = ShiftedEncoder(model)
+  key = jax.random.key(12)
+  loss, bounds = jax.jit(lambda batch, key: vaejax.negative_iwae_bound(
+      encoder, batch, key, num_samples=5))(data, key)
+  keys = jax.random.split(key, len(data))
+  expected = [vaejax.iwae_bound(encoder, x, k, 5) for x, k in zip(data, keys)]
+  np.testing.assert_allclose(bounds, expected, rtol=tol(1e-5, 1e-12))
+  np.testing.assert_allclose(loss, -np.mean(expected), rtol=tol(1e-5, 1e-12))
+
+
+class ShiftParams:
+  """ShiftedEncoder with its shifts as parameters (a pytree to differentiate)."""
+
+  def __init__(self, model, mean_shift, log_var_shift):
+    self.model, self.mean_shift, self.log_var_shift = (
+        model, mean_shift, log_var_shift)
+
+  def encode(self, x):
+    mean, log_var = self.model.encode(x)
+    return mean + self.mean_shift, log_var + self.log_var_shift
+
+  def log_likelihood(self, x, z):
+    return self.model.log_likelihood(x, z)
+
+
+def shift_loss(loss_fn, model, data):
+  def loss(mean_shift, log_var_shift, weight):
+    shifted = vaejax.LinearGaussian(
+        model.weight * weight, model.bias, model.log_var)
+    return loss_fn(ShiftParams(shifted, mean_shift, log_var_shift), data)
+  return loss
+
+
+def test_iwae_loss_with_one_sample_is_the_sampled_kl_loss_with_its_gradient(
+    model, data, tol):
+  key = jax.random.key(13)
+  iwae = shift_loss(lambda m, d: vaejax.negative_iwae_bound(
+      m, d, key, num_samples=1)[0], model, data)
+  elbo = shift_loss(lambda m, d: vaejax.negative_elbo(
+      m, d, key, analytic_kl=False)[0], model, data)
+  args = (jnp.full(LATENT_DIM, 0.4, model.bias.dtype),
+          jnp.full(LATENT_DIM, 0.8, model.bias.dtype),
+          jnp.ones((), model.bias.dtype))
+  np.testing.assert_allclose(iwae(*args), elbo(*args), rtol=tol(1e-6, 1e-13))
+  for got, want in zip(jax.grad(iwae, (0, 1, 2))(*args),
+                       jax.grad(elbo, (0, 1, 2))(*args)):
+    np.testing.assert_allclose(got, want, rtol=tol(1e-5, 1e-12),
+                               atol=tol(1e-6, 1e-13))
+
+
+def test_iwae_loss_gradients_match_finite_differences(model, data, dtype):
+  if dtype != jnp.float64:
+    pytest.skip('finite differences need float64')
+  key = jax.random.key(14)
+  loss = shift_loss(lambda m, d: vaejax.negative_iwae_bound(
+      m, d, key, num_samples=7)[0], model, data)
+  check_grads(jax.jit(loss), (jnp.full(LATENT_DIM, 0.4), jnp.full(LATENT_DIM, 0.8),
+                              jnp.ones(())), order=2, modes=('rev',))
 
 
 def test_gradient_of_the_loss_reaches_the_model_parameters(model, data):

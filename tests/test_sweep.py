@@ -94,13 +94,18 @@ def test_embed_then_extract_is_the_identity(architecture):
   assert all(jnp.all(z == 0) for z in jax.tree.leaves(zeroed))
 
 
-@pytest.mark.parametrize('num_samples, analytic_kl', [(1, True), (4, False)])
-def test_masked_member_computes_the_standalone_function(num_samples, analytic_kl):
+@pytest.mark.parametrize('objective, num_samples, analytic_kl',
+                         [('elbo', 1, True), ('elbo', 4, False), ('iwae', 4, None)])
+def test_masked_member_computes_the_standalone_function(objective, num_samples,
+                                                        analytic_kl):
   small, embedded, standalone, padded = padded_pair()
   x = vaejax.make_linear_gaussian(jax.random.key(1), 64, 3).sample(
       jax.random.key(2), 6).reshape(6, 8, 8, 1)
 
   def loss(model_fn, params):
+    if objective == 'iwae':
+      return vaejax.negative_iwae_bound(model_fn(params), x, jax.random.key(3),
+                                        num_samples=num_samples)
     return vaejax.negative_elbo(model_fn(params), x, jax.random.key(3),
                                 num_samples=num_samples, analytic_kl=analytic_kl)
 

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from matplotlib import image as mpl_image
 import numpy as np
+import optax
 import pytest
 
 import vaejax
@@ -210,6 +211,63 @@ def test_kl_warmup_is_linear_then_constant(tmp_path):
   weights = [float(train.kl_weight(config, step, 10)) for step in (0, 9, 19, 50)]
   np.testing.assert_allclose(weights, [2.0 / 20, 2.0 * 10 / 20, 2.0, 2.0])
   assert float(train.kl_weight(small_config(tmp_path), 0, 10)) == 1.0
+
+
+@pytest.mark.parametrize('objective, num_samples', [('elbo', 3), ('iwae', 3)])
+def test_train_step_descends_the_objective_of_the_config(tmp_path, objective,
+                                                         num_samples):
+  config = small_config(tmp_path, objective=objective, num_samples=num_samples,
+                        optimizer='adagrad', analytic_kl=False)
+  graphdef, optimizer, state = train.initial_state(config, 10)
+  model_fn = functools.partial(nnx.merge, graphdef)
+  x = data.load('linear_gaussian').train[:100]
+  run_key, step = jax.random.key(5), 3
+
+  def loss_fn(params):
+    model, key = model_fn(params), jax.random.fold_in(run_key, step)
+    if objective == 'iwae':
+      return vaejax.negative_iwae_bound(model, x, key, num_samples=num_samples)[0]
+    return vaejax.negative_elbo(model, x, key, num_samples=num_samples,
+                                analytic_kl=False)[0]
+
+  train_step = jax.jit(train.make_train_step(model_fn, optimizer, config, 10))
+  params, _, stats = train_step(state['params'], state['opt_state'], x,
+                                run_key, step)
+  loss, grads = jax.value_and_grad(loss_fn)(state['params'])
+  updates, _ = optax.adagrad(config.learning_rate).update(
+      grads, state['opt_state'], state['params'])
+  np.testing.assert_allclose(stats['loss'], loss, rtol=1e-5)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4,
+                                 atol=1e-7),
+               params, optax.apply_updates(state['params'], updates))
+
+
+def test_weight_decay_is_the_gradient_of_an_l2_penalty(tmp_path):
+  decayed = small_config(tmp_path, optimizer='adagrad', weight_decay=0.3)
+  plain = dataclasses.replace(decayed, weight_decay=0.0)
+  params = {'w': jnp.array([1.0, -2.0, 0.5])}
+  grads = {'w': jnp.array([0.1, 0.2, -0.3])}
+  penalty_grads = jax.grad(
+      lambda p: 0.3 / 2 * jnp.sum(jnp.square(p['w'])))(params)
+  with_decay = train.build_optimizer(decayed, 10)
+  without = train.build_optimizer(plain, 10)
+  got, _ = with_decay.update(grads, with_decay.init(params), params)
+  want, _ = without.update(jax.tree.map(jnp.add, grads, penalty_grads),
+                           without.init(params), params)
+  np.testing.assert_allclose(got['w'], want['w'], rtol=1e-6)
+
+
+def test_config_json_without_a_newer_field_counts_it_as_its_default(tmp_path):
+  # A workdir written before a field existed resumes when the field is at
+  # its default, and is refused when it is not.
+  config = small_config(tmp_path)
+  config_lib.prepare_workdir(config)
+  saved = json.loads((tmp_path / 'config.json').read_text())
+  del saved['objective'], saved['weight_decay']
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  config_lib.prepare_workdir(config)
+  with pytest.raises(config_lib.ConfigError, match='--objective'):
+    config_lib.prepare_workdir(dataclasses.replace(config, objective='iwae'))
 
 
 def test_nonfinite_loss_stops_naming_the_epoch_and_keeps_the_checkpoint(

@@ -5,6 +5,7 @@ from vaejax.elbo import elbo
 from vaejax.elbo import iwae_bound
 from vaejax.elbo import log_importance_weights
 from vaejax.elbo import negative_elbo
+from vaejax.elbo import negative_iwae_bound
 from vaejax.elbo import reparameterize
 from vaejax.kl import diag_gaussian_kl
 from vaejax.kl import gaussian_kl
@@ -30,6 +31,7 @@ __all__ = (
     "log_importance_weights",
     "make_linear_gaussian",
     "negative_elbo",
+    "negative_iwae_bound",
     "reparameterize",
     "standard_normal_kl",
 )

@@ -69,10 +69,16 @@ class TrainConfig:
   optimizer: str = _field('adam', 'adam, adamw or adagrad.')
   learning_rate: float = _field(1e-3, 'Peak learning rate.')
   lr_schedule: str = _field(
-      'constant', 'constant, or cosine (decay to 0 over the run).')
+      'constant', 'constant; cosine (decay to 0 over the run); or burda '
+      '(Burda et al. 2015: 3^i epochs at learning_rate * 10^(-i/7), i = 0, '
+      '1, ..., 3,280 epochs for i <= 7).')
   adam_b1: float = _field(0.9, 'Adam beta1.')
   adam_b2: float = _field(0.999, 'Adam beta2.')
   adam_eps: float = _field(1e-8, 'Adam epsilon.')
+  weight_decay: float = _field(
+      0.0, 'L2 penalty weight_decay/2 ||params||^2 added to the loss per '
+      'example (1/N for a N(0, I) prior on the parameters over N training '
+      'examples, as Kingma & Welling 2013); decoupled for adamw.')
   grad_clip_norm: float = _field(
       0.0, 'Clip gradients to this global norm; 0 turns clipping off.')
   skip_nonfinite_updates: bool = _field(
@@ -81,10 +87,15 @@ class TrainConfig:
   beta: float = _field(1.0, 'Weight of the KL term (1 is the ELBO).')
   kl_warmup_epochs: float = _field(
       0.0, 'Ramp the KL weight linearly from 0 to --beta over this many epochs.')
+  objective: str = _field(
+      'elbo', 'The training bound: elbo (--num_samples draws averaged) or '
+      'iwae (the importance-weighted bound of --num_samples draws, Burda '
+      'et al. 2015).')
   num_samples: int = _field(
-      1, 'Monte Carlo draws of z per example in the training ELBO.')
+      1, 'K: draws of z per example in the training objective.')
   analytic_kl: bool = _field(
-      True, 'Closed-form KL in the training ELBO (else the sampled estimate).')
+      True, 'Closed-form KL in the training ELBO (else the sampled estimate); '
+      'ELBO objective only.')
   seed: int = _field(
       0, 'Seed of the initialisation and of the ELBO\'s draws.')
   data_seed: int = _field(
@@ -105,6 +116,9 @@ class TrainConfig:
   def spec(self):
     return data.get_spec(self.dataset)
 
+
+OBJECTIVES = ('elbo', 'iwae')
+LR_SCHEDULES = ('constant', 'cosine', 'burda')
 
 # Fields that do not change what a run computes: a resumed run may differ here.
 NON_SEMANTIC_FIELDS = frozenset({
@@ -205,7 +219,8 @@ def validate(config):
   _check_choice('kernel_init', c.kernel_init, nets.KERNEL_INITS)
   _check_choice('likelihood', c.likelihood, nets.LIKELIHOODS)
   _check_choice('optimizer', c.optimizer, ('adam', 'adamw', 'adagrad'))
-  _check_choice('lr_schedule', c.lr_schedule, ('constant', 'cosine'))
+  _check_choice('lr_schedule', c.lr_schedule, LR_SCHEDULES)
+  _check_choice('objective', c.objective, OBJECTIVES)
   _check_positive('latent_dim', c.latent_dim)
   _check_positive('num_epochs', c.num_epochs)
   _check_positive('batch_size', c.batch_size)
@@ -219,11 +234,14 @@ def validate(config):
   for name in ('adam_b1', 'adam_b2'):
     if not 0 <= getattr(c, name) < 1:
       raise ConfigError(f'--{name} must be in [0, 1), got {getattr(c, name)}')
-  for name in ('grad_clip_norm', 'beta', 'kl_warmup_epochs', 'seed',
-               'data_seed'):
+  for name in ('grad_clip_norm', 'weight_decay', 'beta', 'kl_warmup_epochs',
+               'seed', 'data_seed'):
     value = getattr(c, name)
     if not (math.isfinite(value) and value >= 0):
       raise ConfigError(f'--{name} must be a finite number >= 0, got {value}')
+  if c.objective == 'iwae' and (c.beta != 1 or c.kl_warmup_epochs):
+    raise ConfigError('--objective=iwae is the importance-weighted bound '
+                      'itself: it takes no --beta or --kl_warmup_epochs')
   if c.architecture == 'mlp':
     if not c.hidden_dims or min(c.hidden_dims) < 1:
       raise ConfigError(
@@ -290,11 +308,18 @@ def semantic_fields(config, drop=()):
           if k not in NON_SEMANTIC_FIELDS and k not in drop}
 
 
+def field_defaults():
+  """Every `TrainConfig` field's default, as config.json holds it."""
+  return json.loads(to_json(TrainConfig()))
+
+
 def record_or_compare(path, description, what, ignore=()):
   """Writes the dict `description` as JSON at `path`, or checks the saved one.
 
-  Keys in `ignore` are not compared. Raises `ConfigError` naming every other
-  key whose saved value differs: the workdir holds `what` with other flags.
+  Keys in `ignore` are not compared; a `TrainConfig` field missing from the
+  saved file (written before the field existed) counts as its default.
+  Raises `ConfigError` naming every other key whose saved value differs: the
+  workdir holds `what` with other flags.
   """
   path = pathlib.Path(path)
   if not path.exists():
@@ -304,6 +329,8 @@ def record_or_compare(path, description, what, ignore=()):
     saved = json.loads(path.read_text())
   except (OSError, json.JSONDecodeError) as e:
     raise ConfigError(f'{path} is unreadable ({e}); use a new --workdir') from None
+  saved = {**{k: v for k, v in field_defaults().items() if k in description},
+           **saved}
   differing = sorted(k for k in set(saved) | set(description)
                      if k not in ignore and saved.get(k) != description.get(k))
   if differing:

@@ -14,7 +14,7 @@ A `model` is anything with two methods, for ONE example:
   model.log_likelihood(x, z) -> scalar   log p(x|z)
 
 so users can plug in their own networks. The functions here take one example;
-`negative_elbo` is the batched loss.
+`negative_elbo` and `negative_iwae_bound` are the batched training losses.
 """
 
 import functools
@@ -176,3 +176,28 @@ def negative_elbo(model, batch, key, *, num_samples=1, beta=1.0,
       elbo, model, num_samples=num_samples, beta=beta, analytic_kl=analytic_kl)
   terms = jax.vmap(per_example)(batch, keys)
   return -jnp.mean(terms.elbo), terms
+
+
+def negative_iwae_bound(model, batch, key, *, num_samples):
+  """The importance-weighted training loss: the mean over a batch of -L_K.
+
+  Burda et al. (2015) train on L_K itself: its gradient weights each draw's
+  gradient by its normalised importance weight, where K draws of the ELBO
+  weight them equally. At K = 1 the loss is `negative_elbo` with
+  `analytic_kl=False` on the same draw. Each example gets its own key, split
+  from `key`, as in `negative_elbo`.
+
+  Args:
+    model: has `encode(x) -> (mean, log_var)` and `log_likelihood(x, z)`.
+    batch: `[B, ...]` examples.
+    key: a `jax.random.key`.
+    num_samples: K.
+
+  Returns:
+    (loss, bounds): the scalar mean of -L_K over the batch, and the `[B]`
+    per-example bounds.
+  """
+  keys = jax.random.split(key, batch.shape[0])
+  bounds = jax.vmap(functools.partial(iwae_bound, model,
+                                      num_samples=num_samples))(batch, keys)
+  return -jnp.mean(bounds), bounds

@@ -37,6 +37,7 @@ from vaejax.elbo import elbo
 from vaejax.elbo import iwae_bound
 from vaejax.elbo import log_importance_weights
 from vaejax.elbo import negative_elbo
+from vaejax.elbo import negative_iwae_bound
 
 # Burda et al. (2015): a unit is active when Var_x(E_q[z_u | x]) > 0.01.
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -69,19 +70,44 @@ def build_model(config, key):
                      hidden_dims=tuple(config.hidden_dims), **common)
 
 
-def build_optimizer(config, steps_per_epoch):
-  """optax optimizer with the learning-rate schedule and optional clipping."""
-  total_steps = config.num_epochs * steps_per_epoch
+# Burda et al. (2015): stage i lasts 3^i epochs at 10^(-i/7) times the
+# initial learning rate, for i = 0, ..., 7.
+BURDA_STAGES = 8
+
+
+def burda_stage_epochs():
+  """The epochs at which the stages of Burda et al.'s schedule end."""
+  return [(3 ** (i + 1) - 1) // 2 for i in range(BURDA_STAGES)]
+
+
+def learning_rate_schedule(config, steps_per_epoch):
+  """The learning rate of `config`: a number, or an optax schedule of the step."""
   if config.lr_schedule == 'cosine':
-    learning_rate = optax.cosine_decay_schedule(config.learning_rate, total_steps)
-  else:
-    learning_rate = config.learning_rate
+    return optax.cosine_decay_schedule(config.learning_rate,
+                                       config.num_epochs * steps_per_epoch)
+  if config.lr_schedule == 'burda':
+    return optax.piecewise_constant_schedule(
+        config.learning_rate,
+        {epoch * steps_per_epoch: 10 ** (-1 / 7)
+         for epoch in burda_stage_epochs()[:-1]})
+  return config.learning_rate
+
+
+def build_optimizer(config, steps_per_epoch):
+  """optax optimizer with the learning-rate schedule, weight decay, clipping."""
+  learning_rate = learning_rate_schedule(config, steps_per_epoch)
   if config.optimizer == 'adagrad':
     optimizer = optax.adagrad(learning_rate)
+  elif config.optimizer == 'adamw':
+    optimizer = optax.adamw(learning_rate, b1=config.adam_b1, b2=config.adam_b2,
+                            eps=config.adam_eps, weight_decay=config.weight_decay)
   else:
-    make = optax.adamw if config.optimizer == 'adamw' else optax.adam
-    optimizer = make(learning_rate, b1=config.adam_b1, b2=config.adam_b2,
-                     eps=config.adam_eps)
+    optimizer = optax.adam(learning_rate, b1=config.adam_b1, b2=config.adam_b2,
+                           eps=config.adam_eps)
+  if config.weight_decay > 0 and config.optimizer != 'adamw':
+    # The gradient of weight_decay/2 ||params||^2, added to the loss's.
+    optimizer = optax.chain(optax.add_decayed_weights(config.weight_decay),
+                            optimizer)
   if config.grad_clip_norm > 0:
     optimizer = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm),
                             optimizer)
@@ -116,9 +142,10 @@ def kl_weight(config, step, steps_per_epoch):
 def make_train_step(model_fn, optimizer, config, steps_per_epoch):
   """Builds `train_step(params, opt_state, x, run_key, step, *model_args)`.
 
-  One optimizer step on the float inputs `x` `[B, ...]`, with the ELBO's draws
-  from `fold_in(run_key, step)`. `model_fn(params, *model_args)` returns the
-  model (for NNX, `nnx.merge` with the graphdef; a sweep adds a latent mask).
+  One optimizer step on the float inputs `x` `[B, ...]` for the loss of
+  `config.objective` (-ELBO or -L_K), its draws from `fold_in(run_key,
+  step)`. `model_fn(params, *model_args)` returns the model (for NNX,
+  `nnx.merge` with the graphdef; a sweep adds a latent mask).
   Returns (params, opt_state, {'loss', 'finite'}): `finite` is whether the
   loss and every gradient are finite, computed in the step so that nothing
   waits on the host; with `config.skip_nonfinite_updates` a step that is not
@@ -129,10 +156,14 @@ def make_train_step(model_fn, optimizer, config, steps_per_epoch):
     beta = kl_weight(config, step, steps_per_epoch)
 
     def loss_fn(params):
-      loss, _ = negative_elbo(
-          model_fn(params, *model_args), x, jax.random.fold_in(run_key, step),
-          num_samples=config.num_samples, beta=beta,
-          analytic_kl=config.analytic_kl)
+      model = model_fn(params, *model_args)
+      key = jax.random.fold_in(run_key, step)
+      if config.objective == 'iwae':
+        loss, _ = negative_iwae_bound(model, x, key,
+                                      num_samples=config.num_samples)
+      else:
+        loss, _ = negative_elbo(model, x, key, num_samples=config.num_samples,
+                                beta=beta, analytic_kl=config.analytic_kl)
       return loss
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
