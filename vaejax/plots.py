@@ -83,6 +83,27 @@ def plot_bound_curves(path, curves):
   fig.savefig(path, dpi=120)
 
 
+def plot_learning_curves(path, curves):
+  """Each run's test ELBO (solid) and -train_loss (dashed) against epochs.
+
+  Args:
+    path: the PNG to write.
+    curves: {run name: its metrics records}.
+  """
+  fig, (ax,) = _figure(width=7.0)
+  for color, (name, records) in zip(_colors(len(curves)), curves.items()):
+    epochs = [r['epoch'] for r in records]
+    ax.plot(epochs, [r['test_elbo'] for r in records], color=color, label=name)
+    ax.plot(epochs, [-r['train_loss'] for r in records], color=color,
+            linestyle='--')
+  ax.set_xlabel('epoch')
+  ax.set_ylabel('nats')
+  ax.set_title('test ELBO (solid); training objective, running mean (dashed)')
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc='lower right')
+  fig.savefig(path, dpi=120)
+
+
 def plot_by_latent_dim(path, rows):
   """Test NLL (IWAE) and -ELBO, and active units, against the latent size.
 

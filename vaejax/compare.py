@@ -1,0 +1,59 @@
+"""Finished runs side by side: a markdown table and their learning curves.
+
+`python -m experiments.compare --workdirs=A,B,... --output_dir=DIR` writes
+DIR/results.md and DIR/learning_curves.png from the runs' config.json,
+metrics.jsonl and results.json; docs/results.md is made with it.
+"""
+
+import pathlib
+
+from vaejax import config as config_lib
+from vaejax import files
+from vaejax import plots
+
+
+def run_name(config):
+  """A short label of a run: its objective, K and latent size."""
+  return (f'{config["objective"].upper()} K={config["num_samples"]} '
+          f'z={config["latent_dim"]}')
+
+
+def compare(workdirs, output_dir, log=print):
+  """Writes results.md and learning_curves.png of finished runs to `output_dir`.
+
+  Args:
+    workdirs: the runs' workdirs, in table order.
+    output_dir: where the table and the plot go (created).
+    log: prints the table.
+
+  Returns:
+    The table as markdown.
+
+  Raises:
+    config.ConfigError: a workdir that holds no finished run.
+  """
+  rows, curves = [], {}
+  for workdir in map(pathlib.Path, workdirs):
+    if not (workdir / 'results.json').exists():
+      raise config_lib.ConfigError(f'{workdir} holds no finished run '
+                                   '(results.json is missing)')
+    config = {**config_lib.field_defaults(),
+              **files.read_json(workdir / 'config.json')}
+    results = files.read_json(workdir / 'results.json')
+    name = run_name(config)
+    curves[name] = files.read_jsonl(workdir / 'metrics.jsonl')
+    rows.append(
+        f'| {name} | {results["epochs"]} | '
+        f'{results["train_seconds"] / 3600:.2f} | {results["test_elbo"]:.2f} | '
+        f'{results["test_nll_iwae"]:.2f} +- {results["test_nll_iwae_stderr"]:.2f} '
+        f'(K={results["iwae_samples"]}) | '
+        f'{results["active_units"]} / {results["latent_dim"]} |')
+  table = '\n'.join([
+      '| run | epochs | training hours | test ELBO | test NLL | active units |',
+      '| --- | ---: | ---: | ---: | ---: | ---: |', *rows]) + '\n'
+  output_dir = pathlib.Path(output_dir)
+  output_dir.mkdir(parents=True, exist_ok=True)
+  files.write_atomic(output_dir / 'results.md', table)
+  plots.plot_learning_curves(output_dir / 'learning_curves.png', curves)
+  log(table)
+  return table
