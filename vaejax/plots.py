@@ -86,16 +86,28 @@ def plot_bound_curves(path, curves):
 def plot_learning_curves(path, curves):
   """Each run's test ELBO (solid) and -train_loss (dashed) against epochs.
 
+  The epoch axis is logarithmic; the value axis starts at the lowest value
+  after the first 2% of the longest run (at least its first epoch), so that
+  the first epochs do not flatten the rest.
+
   Args:
     path: the PNG to write.
     curves: {run name: its metrics records}.
   """
   fig, (ax,) = _figure(width=7.0)
+  skip = max(1, max(len(records) for records in curves.values()) // 50)
+  low, high = np.inf, -np.inf
   for color, (name, records) in zip(_colors(len(curves)), curves.items()):
     epochs = [r['epoch'] for r in records]
-    ax.plot(epochs, [r['test_elbo'] for r in records], color=color, label=name)
-    ax.plot(epochs, [-r['train_loss'] for r in records], color=color,
-            linestyle='--')
+    test = [r['test_elbo'] for r in records]
+    train = [-r['train_loss'] for r in records]
+    ax.plot(epochs, test, color=color, label=name)
+    ax.plot(epochs, train, color=color, linestyle='--')
+    low = min(low, *test[skip:], *train[skip:])
+    high = max(high, *test, *train)
+  margin = 0.05 * (high - low) + 0.5
+  ax.set_ylim(low - margin, high + margin)
+  ax.set_xscale('log')
   ax.set_xlabel('epoch')
   ax.set_ylabel('nats')
   ax.set_title('test ELBO (solid); training objective, running mean (dashed)')
