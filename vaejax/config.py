@@ -70,8 +70,8 @@ class TrainConfig:
   learning_rate: float = _field(1e-3, 'Peak learning rate.')
   lr_schedule: str = _field(
       'constant', 'constant; cosine (decay to 0 over the run); or burda '
-      '(Burda et al. 2015: 3^i epochs at learning_rate * 10^(-i/7), i = 0, '
-      '1, ..., 3,280 epochs for i <= 7).')
+      '(Burda et al. 2015: stage i = 0, ..., 7 lasts 3^i epochs at '
+      'learning_rate * 10^(-i/7), 3,280 epochs in all; the last rate after).')
   adam_b1: float = _field(0.9, 'Adam beta1.')
   adam_b2: float = _field(0.999, 'Adam beta2.')
   adam_eps: float = _field(1e-8, 'Adam epsilon.')

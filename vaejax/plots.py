@@ -87,8 +87,8 @@ def plot_learning_curves(path, curves):
   """Each run's test ELBO (solid) and -train_loss (dashed) against epochs.
 
   The epoch axis is logarithmic; the value axis starts at the lowest value
-  after the first 2% of the longest run (at least its first epoch), so that
-  the first epochs do not flatten the rest.
+  after the first 2% of the longest run (at least its first epoch; all of a
+  shorter run), so that the first epochs do not flatten the rest.
 
   Args:
     path: the PNG to write.
@@ -103,7 +103,7 @@ def plot_learning_curves(path, curves):
     train = [-r['train_loss'] for r in records]
     ax.plot(epochs, test, color=color, label=name)
     ax.plot(epochs, train, color=color, linestyle='--')
-    low = min(low, *test[skip:], *train[skip:])
+    low = min(low, *(test[skip:] + train[skip:] or test + train))
     high = max(high, *test, *train)
   margin = 0.05 * (high - low) + 0.5
   ax.set_ylim(low - margin, high + margin)
