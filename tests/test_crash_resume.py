@@ -115,7 +115,7 @@ def test_killed_again_and_again_the_rerun_equals_an_uninterrupted_run(
 
   workdir = tmp_path / 'killed'
   finished, killed = kill_at_random_moments(
-      args, workdir, run_dirs, np.random.default_rng(20261124), kills=4)
+      args, workdir, run_dirs, np.random.default_rng(20261124), kills=3)
   assert killed >= 3
   run(args, workdir)
 

@@ -129,3 +129,14 @@ def test_preset_runs_on_generated_data(tmp_path, name, extra):
     results = json.loads((run_dir / 'results.json').read_text())
     assert np.isfinite(results['test_elbo'])
     assert np.isfinite(results['test_nll_iwae'])
+
+
+def test_make_targets_run_the_presets():
+  result = subprocess.run(['make', '-n', 'kingma_welling', 'burda', 'pythae'],
+                          cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=60)
+  assert result.returncode == 0, result.stderr
+  for name in ('kingma_welling_fig2.flags', 'burda_table1.flags',
+               'pythae_binarized_mnist.flags'):
+    assert f'--flagfile=experiments/flags/{name}' in result.stdout
+  assert '-m experiments.sweep' in result.stdout
