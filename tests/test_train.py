@@ -214,8 +214,8 @@ def test_kl_warmup_is_linear_then_constant(tmp_path):
 
 
 @pytest.mark.parametrize('objective, num_samples', [('elbo', 3), ('iwae', 3)])
-def test_train_step_descends_the_objective_of_the_config(tmp_path, objective,
-                                                         num_samples):
+def test_train_step_takes_the_gradient_of_the_configured_objective(
+    tmp_path, objective, num_samples):
   config = small_config(tmp_path, objective=objective, num_samples=num_samples,
                         optimizer='adagrad', analytic_kl=False)
   graphdef, optimizer, state = train.initial_state(config, 10)
@@ -255,6 +255,24 @@ def test_weight_decay_is_the_gradient_of_an_l2_penalty(tmp_path):
   want, _ = without.update(jax.tree.map(jnp.add, grads, penalty_grads),
                            without.init(params), params)
   np.testing.assert_allclose(got['w'], want['w'], rtol=1e-6)
+
+
+@pytest.mark.parametrize('weight_decay, expected', [(None, 1e-4), (0.0, 0.0),
+                                                    (0.3, 0.3)])
+def test_adamw_decays_by_its_default_unless_told(tmp_path, weight_decay,
+                                                 expected):
+  # Decoupled: the update is Adam's minus learning_rate * decay * params.
+  config = small_config(tmp_path, optimizer='adamw', weight_decay=weight_decay)
+  params = {'w': jnp.array([1.0, -2.0, 0.5])}
+  grads = {'w': jnp.array([0.1, 0.2, -0.3])}
+  adamw = train.build_optimizer(config, 10)
+  adam = train.build_optimizer(
+      dataclasses.replace(config, optimizer='adam', weight_decay=0.0), 10)
+  got, _ = adamw.update(grads, adamw.init(params), params)
+  want, _ = adam.update(grads, adam.init(params), params)
+  np.testing.assert_allclose(
+      got['w'], want['w'] - config.learning_rate * expected * params['w'],
+      rtol=1e-6)
 
 
 def test_config_json_without_a_newer_field_counts_it_as_its_default(tmp_path):
@@ -386,6 +404,8 @@ BAD_FLAGS = [
     ({'architecture': 'transformer'}, '--architecture'),
     ({'adam_b1': 1.0}, '--adam_b1'),
     ({'workdir': ''}, '--workdir is required'),
+    ({'objective': 'iwae', 'kl_warmup_epochs': 1.0}, 'takes no --beta or'),
+    ({'weight_decay': float('nan')}, '--weight_decay'),
 ]
 
 

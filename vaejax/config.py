@@ -30,6 +30,10 @@ def _field(default, help_text):
   return dataclasses.field(default=default, metadata={'help': help_text})
 
 
+# What --optimizer=adamw decays by when --weight_decay is unset.
+ADAMW_WEIGHT_DECAY = 1e-4
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Everything that defines a training run."""
@@ -75,10 +79,11 @@ class TrainConfig:
   adam_b1: float = _field(0.9, 'Adam beta1.')
   adam_b2: float = _field(0.999, 'Adam beta2.')
   adam_eps: float = _field(1e-8, 'Adam epsilon.')
-  weight_decay: float = _field(
-      0.0, 'L2 penalty weight_decay/2 ||params||^2 added to the loss per '
+  weight_decay: float | None = _field(
+      None, 'L2 penalty weight_decay/2 ||params||^2 added to the loss per '
       'example (1/N for a N(0, I) prior on the parameters over N training '
-      'examples, as Kingma & Welling 2013); decoupled for adamw.')
+      'examples, as Kingma & Welling 2013); decoupled for adamw. Unset: 0, '
+      f'but {ADAMW_WEIGHT_DECAY} for adamw (optax\'s default).')
   grad_clip_norm: float = _field(
       0.0, 'Clip gradients to this global norm; 0 turns clipping off.')
   skip_nonfinite_updates: bool = _field(
@@ -237,6 +242,8 @@ def validate(config):
   for name in ('grad_clip_norm', 'weight_decay', 'beta', 'kl_warmup_epochs',
                'seed', 'data_seed'):
     value = getattr(c, name)
+    if value is None and name == 'weight_decay':
+      continue
     if not (math.isfinite(value) and value >= 0):
       raise ConfigError(f'--{name} must be a finite number >= 0, got {value}')
   if c.objective == 'iwae' and (c.beta != 1 or c.kl_warmup_epochs):

@@ -96,18 +96,21 @@ def learning_rate_schedule(config, steps_per_epoch):
 def build_optimizer(config, steps_per_epoch):
   """optax optimizer with the learning-rate schedule, weight decay, clipping."""
   learning_rate = learning_rate_schedule(config, steps_per_epoch)
+  weight_decay = config.weight_decay
+  if weight_decay is None:
+    weight_decay = (config_lib.ADAMW_WEIGHT_DECAY if config.optimizer == 'adamw'
+                    else 0.0)
   if config.optimizer == 'adagrad':
     optimizer = optax.adagrad(learning_rate)
   elif config.optimizer == 'adamw':
     optimizer = optax.adamw(learning_rate, b1=config.adam_b1, b2=config.adam_b2,
-                            eps=config.adam_eps, weight_decay=config.weight_decay)
+                            eps=config.adam_eps, weight_decay=weight_decay)
   else:
     optimizer = optax.adam(learning_rate, b1=config.adam_b1, b2=config.adam_b2,
                            eps=config.adam_eps)
-  if config.weight_decay > 0 and config.optimizer != 'adamw':
+  if weight_decay > 0 and config.optimizer != 'adamw':
     # The gradient of weight_decay/2 ||params||^2, added to the loss's.
-    optimizer = optax.chain(optax.add_decayed_weights(config.weight_decay),
-                            optimizer)
+    optimizer = optax.chain(optax.add_decayed_weights(weight_decay), optimizer)
   if config.grad_clip_norm > 0:
     optimizer = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm),
                             optimizer)
