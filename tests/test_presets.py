@@ -95,6 +95,21 @@ def test_kingma_welling_preset_is_the_papers_setup():
   np.testing.assert_allclose(config.weight_decay, 1 / config.spec.sizes[0])
 
 
+def test_pythae_preset_is_pythaes_setup():
+  config, _ = parse_preset('pythae_binarized_mnist.flags')
+  assert (config.dataset, config.latent_dim, config.hidden_dims,
+          config.activation, config.batch_size, config.num_epochs) == (
+              'binarized_mnist', 40, (400,), 'relu', 100, 500)
+  # Adam at 1e-4, times 10^(-1/5) after epochs 200 and 350 (1-based).
+  expected = 1e-4 * 10 ** (-np.array([0] * 200 + [1] * 150 + [2] * 150) / 5)
+  steps_per_epoch = 3
+  schedule = train.learning_rate_schedule(config, steps_per_epoch)
+  for offset in (0, steps_per_epoch - 1):
+    np.testing.assert_allclose(
+        [schedule(e * steps_per_epoch + offset) for e in range(500)],
+        expected, rtol=1e-6)
+
+
 def run_binary(binary, *args):
   return subprocess.run(
       [sys.executable, '-m', f'experiments.{binary}', *args], cwd=REPO_ROOT,

@@ -75,7 +75,13 @@ class TrainConfig:
   lr_schedule: str = _field(
       'constant', 'constant; cosine (decay to 0 over the run); or burda '
       '(Burda et al. 2015: stage i = 0, ..., 7 lasts 3^i epochs at '
-      'learning_rate * 10^(-i/7), 3,280 epochs in all; the last rate after).')
+      'learning_rate * 10^(-i/7), 3,280 epochs in all; the last rate after); '
+      'or step (times --lr_decay_factor after each of --lr_decay_epochs).')
+  lr_decay_epochs: tuple[int, ...] = _field(
+      (), '--lr_schedule=step: the epochs after which the learning rate is '
+      'multiplied by --lr_decay_factor, e.g. 200,350.')
+  lr_decay_factor: float = _field(
+      0.1, '--lr_schedule=step: the factor of each decay.')
   adam_b1: float = _field(0.9, 'Adam beta1.')
   adam_b2: float = _field(0.999, 'Adam beta2.')
   adam_eps: float = _field(1e-8, 'Adam epsilon.')
@@ -123,7 +129,7 @@ class TrainConfig:
 
 
 OBJECTIVES = ('elbo', 'iwae')
-LR_SCHEDULES = ('constant', 'cosine', 'burda')
+LR_SCHEDULES = ('constant', 'cosine', 'burda', 'step')
 
 # Fields that do not change what a run computes: a resumed run may differ here.
 NON_SEMANTIC_FIELDS = frozenset({
@@ -246,6 +252,13 @@ def validate(config):
       continue
     if not (math.isfinite(value) and value >= 0):
       raise ConfigError(f'--{name} must be a finite number >= 0, got {value}')
+  if c.lr_schedule == 'step' and (not c.lr_decay_epochs
+                                  or min(c.lr_decay_epochs) < 1):
+    raise ConfigError('--lr_schedule=step needs --lr_decay_epochs, one or more '
+                      'positive epochs, e.g. 200,350')
+  if not (math.isfinite(c.lr_decay_factor) and 0 < c.lr_decay_factor <= 1):
+    raise ConfigError(f'--lr_decay_factor must be in (0, 1], got '
+                      f'{c.lr_decay_factor}')
   if c.objective == 'iwae' and (c.beta != 1 or c.kl_warmup_epochs):
     raise ConfigError('--objective=iwae is the importance-weighted bound '
                       'itself: it takes no --beta or --kl_warmup_epochs')

@@ -85,11 +85,15 @@ def learning_rate_schedule(config, steps_per_epoch):
   if config.lr_schedule == 'cosine':
     return optax.cosine_decay_schedule(config.learning_rate,
                                        config.num_epochs * steps_per_epoch)
-  if config.lr_schedule == 'burda':
+  if config.lr_schedule in ('burda', 'step'):
+    if config.lr_schedule == 'burda':
+      epochs, factor = burda_stage_epochs()[:-1], 10 ** (-1 / 7)
+    else:
+      epochs, factor = config.lr_decay_epochs, config.lr_decay_factor
+    # The rate drops from the first step of the epoch after each of `epochs`.
     return optax.piecewise_constant_schedule(
         config.learning_rate,
-        {epoch * steps_per_epoch: 10 ** (-1 / 7)
-         for epoch in burda_stage_epochs()[:-1]})
+        {epoch * steps_per_epoch: factor for epoch in sorted(set(epochs))})
   return config.learning_rate
 
 
