@@ -35,7 +35,7 @@ def test_table_holds_each_runs_results_and_the_plot_is_written(two_runs,
   lines = table.splitlines()
   assert len(lines) == 2 + len(two_runs)
   for line, (_, results), name in zip(lines[2:], two_runs,
-                                      ('ELBO K=1 z=4', 'IWAE K=3 z=4')):
+                                      ('elbo', 'iwae')):
     cells = [c.strip() for c in line.strip('|').split('|')]
     assert cells[0] == name
     assert int(cells[1]) == results['epochs']

@@ -12,17 +12,12 @@ from vaejax import files
 from vaejax import plots
 
 
-def run_name(config):
-  """A short label of a run: its objective, K and latent size."""
-  return (f'{config["objective"].upper()} K={config["num_samples"]} '
-          f'z={config["latent_dim"]}')
-
-
 def compare(workdirs, output_dir, log=print):
   """Writes results.md and learning_curves.png of finished runs to `output_dir`.
 
   Args:
-    workdirs: the runs' workdirs, in table order.
+    workdirs: the runs' workdirs, in table order; each is named by its
+      folder's name.
     output_dir: where the table and the plot go (created).
     log: prints the table.
 
@@ -37,10 +32,8 @@ def compare(workdirs, output_dir, log=print):
     if not (workdir / 'results.json').exists():
       raise config_lib.ConfigError(f'{workdir} holds no finished run '
                                    '(results.json is missing)')
-    config = {**config_lib.field_defaults(),
-              **files.read_json(workdir / 'config.json')}
     results = files.read_json(workdir / 'results.json')
-    name = run_name(config)
+    name = workdir.name
     curves[name] = files.read_jsonl(workdir / 'metrics.jsonl')
     rows.append(
         f'| {name} | {results["epochs"]} | '
