@@ -1,8 +1,8 @@
 """Finished runs side by side: a markdown table and their learning curves.
 
 `python -m experiments.compare --workdirs=A,B,... --output_dir=DIR` writes
-DIR/results.md and DIR/learning_curves.png from the runs' config.json,
-metrics.jsonl and results.json; docs/results.md is made with it.
+DIR/results.md and DIR/learning_curves.png from the runs' metrics.jsonl
+and results.json; docs/results.md is made with it.
 """
 
 import pathlib
