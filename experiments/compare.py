@@ -8,7 +8,6 @@ units per run) and learning_curves.png in --output_dir.
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from vaejax import compare
 from vaejax import config as config_lib
@@ -18,10 +17,7 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', '', 'Where the outputs go.')
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise SystemExit(f'error: unexpected arguments: {" ".join(argv[1:])}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # library INFO logs on request only
+  config_lib.start_binary(argv)
   try:
     if not _WORKDIRS.value or not _OUTPUT_DIR.value:
       raise config_lib.ConfigError('--workdirs and --output_dir are required')

@@ -13,7 +13,6 @@ multi-host job runs this same command (see the README).
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 
 from vaejax import config as config_lib
@@ -26,14 +25,9 @@ config_lib.define_flags(sweep.SweepFlags)
 
 
 def main(argv):
-  command = argv[1:]
-  if command not in ([], ['summarize']):
-    raise SystemExit(f'error: unexpected arguments: {" ".join(command)}; the '
-                     'only command is `summarize`')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # library INFO logs on request only
+  command = config_lib.start_binary(argv, commands=('summarize',))
   try:
-    if command == ['summarize']:
+    if command == 'summarize':
       if not flags.FLAGS.workdir:
         raise config_lib.ConfigError('--workdir is required')
       sweep.summarize(flags.FLAGS.workdir)

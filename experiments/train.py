@@ -8,8 +8,6 @@ Every flag is a field of vaejax.config.TrainConfig; --helpfull lists them.
 """
 
 from absl import app
-from absl import flags
-from absl import logging
 
 from vaejax import config as config_lib
 from vaejax import train
@@ -18,10 +16,7 @@ config_lib.define_flags()
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise SystemExit(f'error: unexpected arguments: {" ".join(argv[1:])}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # library INFO logs on request only
+  config_lib.start_binary(argv)
   try:
     config = config_lib.from_flags()
     train.train_and_evaluate(config)

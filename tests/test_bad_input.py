@@ -153,6 +153,7 @@ TRAIN_CASES = [
     (['--objective=vae'], '--objective'),
     (['--lr_schedule=steps'], '--lr_schedule'),
     (['--lr_schedule=step'], '--lr_schedule=step needs --lr_decay_epochs'),
+    (['--lr_schedule=step', '--lr_decay_epochs=5,5'], 'distinct positive epochs'),
     (['--lr_decay_factor=2'], '--lr_decay_factor must be in'),
     (['--weight_decay=-1'], '--weight_decay'),
     (['--objective=iwae', '--beta=0.5'], 'takes no --beta'),

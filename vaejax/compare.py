@@ -25,16 +25,25 @@ def compare(workdirs, output_dir, log=print):
     The table as markdown.
 
   Raises:
-    config.ConfigError: a workdir that holds no finished run.
+    config.ConfigError: a workdir that holds no finished run, or two
+      workdirs of the same name.
   """
   rows, curves = [], {}
   for workdir in map(pathlib.Path, workdirs):
-    if not (workdir / 'results.json').exists():
-      raise config_lib.ConfigError(f'{workdir} holds no finished run '
-                                   '(results.json is missing)')
-    results = files.read_json(workdir / 'results.json')
     name = workdir.name
-    curves[name] = files.read_jsonl(workdir / 'metrics.jsonl')
+    if name in curves:
+      raise config_lib.ConfigError(f'two workdirs are named {name}: the table '
+                                   'names runs by their folders')
+    try:
+      results = files.read_json(workdir / 'results.json')
+      curves[name] = files.read_jsonl(workdir / 'metrics.jsonl')
+    except (OSError, ValueError) as e:
+      raise config_lib.ConfigError(
+          f'{workdir} holds no finished run ({e.__class__.__name__}: '
+          f'{" ".join(str(e).split())})') from None
+    if not curves[name]:
+      raise config_lib.ConfigError(f'{workdir} holds no finished run '
+                                   '(metrics.jsonl is missing or empty)')
     rows.append(
         f'| {name} | {results["epochs"]} | '
         f'{results["train_seconds"] / 3600:.2f} | {results["test_elbo"]:.2f} | '

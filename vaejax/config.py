@@ -16,6 +16,7 @@ import tempfile
 import typing
 
 from absl import flags
+from absl import logging
 
 from vaejax import data
 from vaejax import files
@@ -171,6 +172,29 @@ def parse_flags(argv):
     raise SystemExit('error: ' + ' '.join(str(e).split())) from None
 
 
+def start_binary(argv, commands=()):
+  """Checks a binary's positional arguments and quiets library INFO logs.
+
+  Args:
+    argv: the arguments absl passes to `main`.
+    commands: the binary's commands, each one word; none is the default.
+
+  Returns:
+    The command given, or None.
+  """
+  given = argv[1:]
+  if given and (len(given) > 1 or given[0] not in commands):
+    hint = ''
+    if len(commands) == 1:
+      hint = f'; the only command is `{commands[0]}`'
+    elif commands:
+      hint = '; the commands are ' + ', '.join(f'`{c}`' for c in commands)
+    raise SystemExit(f'error: unexpected arguments: {" ".join(given)}{hint}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # library INFO logs on request only
+  return given[0] if given else None
+
+
 def exit_with(error):
   """Ends a binary with `error` as its one stderr line, status 1.
 
@@ -252,9 +276,10 @@ def validate(config):
       continue
     if not (math.isfinite(value) and value >= 0):
       raise ConfigError(f'--{name} must be a finite number >= 0, got {value}')
-  if c.lr_schedule == 'step' and (not c.lr_decay_epochs
-                                  or min(c.lr_decay_epochs) < 1):
-    raise ConfigError('--lr_schedule=step needs --lr_decay_epochs, one or more '
+  if c.lr_schedule == 'step' and (
+      not c.lr_decay_epochs or min(c.lr_decay_epochs) < 1
+      or len(set(c.lr_decay_epochs)) < len(c.lr_decay_epochs)):
+    raise ConfigError('--lr_schedule=step needs --lr_decay_epochs, distinct '
                       'positive epochs, e.g. 200,350')
   if not (math.isfinite(c.lr_decay_factor) and 0 < c.lr_decay_factor <= 1):
     raise ConfigError(f'--lr_decay_factor must be in (0, 1], got '

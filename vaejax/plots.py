@@ -103,8 +103,9 @@ def plot_learning_curves(path, curves):
     train = [-r['train_loss'] for r in records]
     ax.plot(epochs, test, color=color, label=name)
     ax.plot(epochs, train, color=color, linestyle='--')
-    low = min(low, *(test[skip:] + train[skip:] or test + train))
-    high = max(high, *test, *train)
+    after_skip = test[skip:] + train[skip:]
+    low = min(low, min(after_skip or test + train))
+    high = max(high, max(test + train))
   margin = 0.05 * (high - low) + 0.5
   ax.set_ylim(low - margin, high + margin)
   ax.set_xscale('log')

@@ -93,7 +93,7 @@ def learning_rate_schedule(config, steps_per_epoch):
     # The rate drops from the first step of the epoch after each of `epochs`.
     return optax.piecewise_constant_schedule(
         config.learning_rate,
-        {epoch * steps_per_epoch: factor for epoch in sorted(set(epochs))})
+        {epoch * steps_per_epoch: factor for epoch in epochs})
   return config.learning_rate
 
 
