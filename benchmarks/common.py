@@ -17,6 +17,9 @@ import jax.numpy as jnp
 
 from vaejax import config as config_lib
 from vaejax import data
+from vaejax import objectives
+from vaejax import rng
+from vaejax import step as step_lib
 from vaejax import train
 
 FLAGS = flags.FLAGS
@@ -50,21 +53,25 @@ def flax_example_config(**overrides):
 
 def vaejax_step(config, steps_per_epoch):
   """(keys, params, opt_state, train_step) of a run of `config`."""
-  keys = train.RunKeys.of(config)
+  keys = rng.RunKeys.of(config)
   graphdef, optimizer, state = train.initial_state(config, steps_per_epoch)
-  step_fn = train.make_train_step(functools.partial(nnx.merge, graphdef),
-                                  optimizer, config, steps_per_epoch)
+  step_fn = step_lib.make_train_step(
+      functools.partial(nnx.merge, graphdef), optimizer,
+      objectives.from_config(config, steps_per_epoch))
   return keys, state['params'], state['opt_state'], step_fn
 
 
 def compiled_epoch(dataset, config):
   """vaejax's compiled epoch; returns (run one epoch, compile seconds)."""
-  steps = len(dataset.train) // config.batch_size
-  keys, params, opt_state, step_fn = vaejax_step(config, steps)
+  steps = step_lib.steps_per_epoch(len(dataset.train), config.batch_size)
+  keys = rng.RunKeys.of(config)
+  graphdef, optimizer, state = train.initial_state(config, steps)
+  params, opt_state = state['params'], state['opt_state']
   train_data = jax.device_put(dataset.train)
-  lowered = jax.jit(train.make_train_epoch(step_fn, config, steps),
+  lowered = jax.jit(train.make_train_epoch(
+      config, functools.partial(nnx.merge, graphdef), optimizer, steps),
                     donate_argnums=(0, 1)).lower(
-                        params, opt_state, train_data, jnp.int32(0), keys.run,
+                        params, opt_state, train_data, jnp.int32(0), keys.train,
                         keys.data)
   compile_seconds = timed(lowered.compile)
   epoch_fn = lowered.compile()
@@ -73,7 +80,7 @@ def compiled_epoch(dataset, config):
   def run():
     params, opt_state, stats = epoch_fn(
         state['params'], state['opt_state'], train_data,
-        jnp.int32(state['epoch']), keys.run, keys.data)
+        jnp.int32(state['epoch']), keys.train, keys.data)
     jax.block_until_ready(stats)
     state.update(params=params, opt_state=opt_state, epoch=state['epoch'] + 1)
 

@@ -7,7 +7,7 @@ The Flax example's model (784-500-20 MLP, ReLU, Bernoulli; its initial
 weights, copied into PyTorch, so both estimate the same log p(x)), K
 importance samples for each of the first --num_examples binarized-MNIST test
 images, at most --chunk_size (examples x samples) log-weights at once in both:
-vaejax's `train.make_iwae` (one jit program) against a straightforward
+vaejax's `evaluation.make_iwae` (one jit program) against a straightforward
 batched PyTorch implementation under `torch.no_grad`, in a process of its
 own (common.Remote). Alternating rounds;
 prints seconds, GFLOP/s of the decoder matmuls, the two estimates, memory.
@@ -23,6 +23,8 @@ import jax
 import numpy as np
 
 from benchmarks import common
+from vaejax import evaluation
+from vaejax import models
 from vaejax import train
 
 common.define_data_flags()
@@ -74,7 +76,7 @@ def main(argv):
   config = common.flax_example_config(eval_iwae_samples=FLAGS.num_samples,
                                       iwae_chunk_size=FLAGS.chunk_size)
   graphdef, params = nnx.split(
-      train.build_model(config, jax.random.key(0)), nnx.Param)
+      models.build_model(config, jax.random.key(0)), nnx.Param)
   x = train.eval_inputs(dataset.test[:FLAGS.num_examples], config, 1)
   flops = 2 * (LATENT * HIDDEN + HIDDEN * 784) * FLAGS.num_samples * len(x)
   peak, _ = common.gemm_peak_gflops()
@@ -82,8 +84,8 @@ def main(argv):
         f'{FLAGS.chunk_size} log-weights: {flops / 1e9:.1f} GFLOP of decoder '
         f'matmuls; float32 GEMM peak {peak:.1f} GFLOP/s')
 
-  iwae = jax.jit(train.make_iwae(functools.partial(nnx.merge, graphdef),
-                                 FLAGS.num_samples, FLAGS.chunk_size))
+  iwae = jax.jit(evaluation.make_iwae(functools.partial(nnx.merge, graphdef),
+                                      FLAGS.num_samples, FLAGS.chunk_size))
   key = jax.random.key(1)
   compile_seconds = common.timed(
       lambda: iwae.lower(params, x, key).compile())

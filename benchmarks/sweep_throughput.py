@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from benchmarks import common
+from vaejax import step as step_lib
 from vaejax import sweep
 from vaejax import train
 
@@ -36,7 +37,7 @@ FLAGS = flags.FLAGS
 
 def vectorized(dataset, configs):
   """All members as one program; returns (run one epoch, compile seconds)."""
-  steps = len(dataset.train) // configs[0].batch_size
+  steps = step_lib.steps_per_epoch(len(dataset.train), configs[0].batch_size)
   states = [jax.tree.map(np.asarray, train.initial_state(c, steps)[2])
             for c in configs]
   members = sweep.VectorizedMembers(configs, states, dataset)

@@ -6,7 +6,7 @@ The model of the Flax VAE example (784-500-20 MLP, ReLU, Bernoulli pixels,
 Adam 1e-3, batch 128), one epoch (390 steps) at a time, trained by:
 
   vaejax     the compiled epoch: one jit program, lax.scan over the batches
-             of the on-device training set (vaejax.train.make_train_epoch);
+             of the on-device training set (vaejax.step.make_train_epoch);
   jit-step   the same jit-compiled train step called from a Python loop on
              host NumPy batches (the Flax example's pattern, with its jit);
   pytorch    an eager PyTorch implementation of the identical model and loss
@@ -47,7 +47,7 @@ def jit_step_loop(dataset, config, steps):
     params, opt_state = state['params'], state['opt_state']
     for i in range(steps):
       batch = host[order[i * BATCH:(i + 1) * BATCH]]
-      params, opt_state, stats = step_jit(params, opt_state, batch, keys.run,
+      params, opt_state, stats = step_jit(params, opt_state, batch, keys.train,
                                           np.int32(state['step'] + i))
     jax.block_until_ready(stats)
     state.update(params=params, opt_state=opt_state, step=state['step'] + steps)

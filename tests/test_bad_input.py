@@ -193,7 +193,6 @@ SWEEP_CASES = [
     (['--shard=2/2'], '--shard must be i/n'),
     (['--shard=a/b'], '--shard must be i/n'),
     (['--shard=1'], '--shard must be i/n'),
-    (['--checkpoints_to_keep=1', '--vectorize'], '--checkpoints_to_keep >= 2'),
     (['--likelihood=bernoulli'], 'needs binary pixels'),
     (MISSING_DATA, 'missing: binarized_mnist_train.amat'),
 ]

@@ -19,7 +19,7 @@ import pytest
 
 from vaejax import config as config_lib
 from vaejax import sweep
-from vaejax import train
+from vaejax import optim
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 FLAGS_DIR = REPO_ROOT / 'experiments' / 'flags'
@@ -77,7 +77,7 @@ def test_burda_preset_is_the_papers_setup():
                              for i in range(8)])
   assert config.num_epochs == len(expected) == 3280
   steps_per_epoch = 7
-  schedule = train.learning_rate_schedule(config, steps_per_epoch)
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch)
   epochs = np.arange(config.num_epochs)
   for offset in (0, steps_per_epoch - 1):  # every step of each epoch
     np.testing.assert_allclose(
@@ -103,7 +103,7 @@ def test_pythae_preset_is_pythaes_setup():
   # Adam at 1e-4, times 10^(-1/5) after epochs 200 and 350 (1-based).
   expected = 1e-4 * 10 ** (-np.array([0] * 200 + [1] * 150 + [2] * 150) / 5)
   steps_per_epoch = 3
-  schedule = train.learning_rate_schedule(config, steps_per_epoch)
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch)
   for offset in (0, steps_per_epoch - 1):
     np.testing.assert_allclose(
         [schedule(e * steps_per_epoch + offset) for e in range(500)],

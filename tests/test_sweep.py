@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 import os
 import pathlib
 import socket
@@ -18,6 +19,7 @@ import vaejax
 from vaejax import checkpoint
 from vaejax import config as config_lib
 from vaejax import files
+from vaejax import models
 from vaejax import sweep
 from vaejax import train
 
@@ -73,9 +75,9 @@ def reference(tmp_path_factory):
 def padded_pair(latent_dim=2, max_latent_dim=5, **kwargs):
   config = base_config('unused', latent_dim=latent_dim, **kwargs)
   key = jax.random.key(7)
-  small_graphdef, small = nnx.split(train.build_model(config, key), nnx.Param)
+  small_graphdef, small = nnx.split(models.build_model(config, key), nnx.Param)
   big_graphdef, big = nnx.split(
-      train.build_model(dataclasses.replace(config, latent_dim=max_latent_dim),
+      models.build_model(dataclasses.replace(config, latent_dim=max_latent_dim),
                         jax.random.key(0)), nnx.Param)
   embedded = sweep.embed_latents(small, big, latent_dim, max_latent_dim)
   mask = (jnp.arange(max_latent_dim) < latent_dim).astype(jnp.float32)
@@ -245,6 +247,69 @@ def test_four_devices_give_the_results_of_one(reference, tmp_path, latent_dims,
   names = [name] if name else [m.name for m in sweep.members_of(FLAGS)]
   for member in names:
     assert_close(member_files(tmp_path, member), member_files(workdir, member))
+
+
+PER_DEVICE_BATCH = r"""
+import re, jax, numpy as np
+from vaejax import config as config_lib, data, sweep, train
+dataset = data.load('linear_gaussian')
+for latent_dims in ((3,), (1, 3)):
+  configs = [config_lib.TrainConfig(
+      workdir='unused', dataset='linear_gaussian', likelihood='gaussian',
+      hidden_dims=(16,), batch_size=100, latent_dim=k) for k in latent_dims]
+  states = [jax.tree.map(np.asarray, train.initial_state(c, 20)[2])
+            for c in configs]
+  text = sweep.VectorizedMembers(configs, states, dataset).epoch_program.as_text()
+  # The first layer's input on one device: [members, batch, 64] (or without
+  # the member axis where XLA drops it).
+  rows = set(re.findall(r'f32\[(?:\d+,)?(\d+),64\]', text)) - {'1', '16'}
+  print(len(latent_dims), sorted(rows))
+"""
+
+
+def test_one_member_on_four_devices_trains_a_quarter_batch_on_each():
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  result = subprocess.run([sys.executable, '-c', PER_DEVICE_BATCH], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  # One member: its batch of 100 split over the 4 devices. Two members
+  # (padded to 4, one per device): each device a whole batch.
+  assert result.stdout.splitlines() == ["1 ['25']", "2 ['100']"], result.stdout
+
+
+def test_resume_after_switching_to_vectorised_rewinds_cleanly(tmp_path,
+                                                             monkeypatch):
+  # One after another, the first member checkpoints its last epoch (3; with
+  # 2 kept, epoch 1 is gone) and dies before its results. Vectorised, the
+  # members resume from the last epoch they all have (0): the first member's
+  # later checkpoints, digests and metrics lines are deleted, then written
+  # once each by the program of all members.
+  overrides = dict(num_epochs=3, checkpoints_to_keep=2)
+  original_save = checkpoint.Checkpointer.save
+
+  def save_then_die(self, epoch, state):
+    original_save(self, epoch, state)
+    if epoch == 3:
+      raise Killed
+
+  monkeypatch.setattr(checkpoint.Checkpointer, 'save', save_then_die)
+  with pytest.raises(Killed):
+    run_sweep(tmp_path, dataclasses.replace(FLAGS, vectorize=False), **overrides)
+  monkeypatch.undo()
+  first = tmp_path / 'latent001_seed0'
+  assert not (first / 'results.json').exists()
+  assert sorted(p.name for p in (first / 'checkpoints').glob('[0-9]*')) == ['2', '3']
+  lines = []
+  sweep.run(base_config(tmp_path, **overrides), FLAGS, log=lines.append)
+  assert any('latent001_seed0: rewound from epoch 3 to 0' in l for l in lines)
+  for member in sweep.members_of(FLAGS):
+    member_dir = tmp_path / member.name
+    saved = sorted(p.name for p in (member_dir / 'checkpoints').glob('[0-9]*'))
+    digests = json.loads((member_dir / 'checkpoints' / 'sha256.json').read_text())
+    assert saved == sorted(digests) == ['2', '3'], member.name
+    epochs = [r['epoch'] for r in files.read_jsonl(member_dir / 'metrics.jsonl')]
+    assert epochs == [1, 2, 3], member.name
+    assert (member_dir / 'results.json').exists()
 
 
 def free_port():

@@ -19,7 +19,12 @@ import vaejax
 from vaejax import checkpoint
 from vaejax import config as config_lib
 from vaejax import data
+from vaejax import evaluation
 from vaejax import files
+from vaejax import objectives
+from vaejax import optim
+from vaejax import rng
+from vaejax import step as step_lib
 from vaejax import train
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -150,7 +155,7 @@ def test_chunked_iwae_is_the_bound_of_all_its_draws(num_samples, chunk_size):
   model = exact_model()
   x = model.sample(jax.random.key(1), 5)
   key = jax.random.key(2)
-  iwae = jax.jit(train.make_iwae(Shifted, num_samples, chunk_size))
+  iwae = jax.jit(evaluation.make_iwae(Shifted, num_samples, chunk_size))
   got = iwae(model, x, key)
   samples_per_chunk = min(num_samples, chunk_size)
   for i in range(len(x)):
@@ -166,7 +171,7 @@ def test_chunked_iwae_is_the_bound_of_all_its_draws(num_samples, chunk_size):
       expected = jax.nn.logsumexp(log_w) - np.log(num_samples)
     np.testing.assert_allclose(got[i], expected, rtol=1e-5)
   # With the exact posterior every chunking gives log p(x) exactly.
-  exact = jax.jit(train.make_iwae(lambda p: p, num_samples, chunk_size))
+  exact = jax.jit(evaluation.make_iwae(lambda p: p, num_samples, chunk_size))
   np.testing.assert_allclose(exact(model, x, key), jax.vmap(model.log_marginal)(x),
                              rtol=1e-5)
 
@@ -181,7 +186,7 @@ def test_map_over_examples_pads_and_drops(num_examples, chunk_size, chunk):
     shapes.append(i.shape)
     return x[i] * 2, i
 
-  out = jax.jit(lambda: train.map_over_examples(fn, num_examples, chunk_size))()
+  out = jax.jit(lambda: evaluation.map_over_examples(fn, num_examples, chunk_size))()
   np.testing.assert_array_equal(out[0], x * 2)
   np.testing.assert_array_equal(out[1], np.arange(num_examples))
   # Equal chunks of at most chunk_size: little padding, none when it fits.
@@ -191,7 +196,8 @@ def test_map_over_examples_pads_and_drops(num_examples, chunk_size, chunk):
 def test_dynamic_binarization_draws_bernoulli_pixels():
   grey = jnp.asarray(np.linspace(0, 255, 256).astype(np.uint8).repeat(400))
   draws = jnp.stack([
-      train.to_inputs(grey, 'grey', True, jax.random.key(seed))
+      data.to_inputs(grey, jax.random.key(seed), pixels='grey',
+                       dynamic_binarization=True)
       for seed in range(20)])
   assert set(np.unique(draws)) <= {0.0, 1.0}
   # Per grey level, 8,000 draws: the frequency of ones is x / 255 within 5
@@ -200,17 +206,19 @@ def test_dynamic_binarization_draws_bernoulli_pixels():
   p = np.linspace(0, 255, 256).astype(np.uint8) / 255.0
   np.testing.assert_array_less(np.abs(freq - p), 5 * np.sqrt(p * (1 - p) / 8000) + 1e-9)
   # A new key is a new binarization; the same key the same one.
-  a, b, c = (train.to_inputs(grey, 'grey', True, jax.random.key(s)) for s in (0, 0, 1))
+  a, b, c = (data.to_inputs(grey, jax.random.key(s), pixels='grey',
+                             dynamic_binarization=True) for s in (0, 0, 1))
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
-  np.testing.assert_allclose(train.to_inputs(grey, 'grey', False, None), p.repeat(400))
+  np.testing.assert_allclose(data.to_inputs(grey, None, pixels='grey',
+                                            dynamic_binarization=False), p.repeat(400))
 
 
 def test_kl_warmup_is_linear_then_constant(tmp_path):
   config = small_config(tmp_path, beta=2.0, kl_warmup_epochs=2.0)
-  weights = [float(train.kl_weight(config, step, 10)) for step in (0, 9, 19, 50)]
+  weights = [float(optim.kl_weight(config, step, 10)) for step in (0, 9, 19, 50)]
   np.testing.assert_allclose(weights, [2.0 / 20, 2.0 * 10 / 20, 2.0, 2.0])
-  assert float(train.kl_weight(small_config(tmp_path), 0, 10)) == 1.0
+  assert float(optim.kl_weight(small_config(tmp_path), 0, 10)) == 1.0
 
 
 @pytest.mark.parametrize('objective, num_samples', [('elbo', 3), ('iwae', 3)])
@@ -230,7 +238,8 @@ def test_train_step_takes_the_gradient_of_the_configured_objective(
     return vaejax.negative_elbo(model, x, key, num_samples=num_samples,
                                 analytic_kl=False)[0]
 
-  train_step = jax.jit(train.make_train_step(model_fn, optimizer, config, 10))
+  train_step = jax.jit(step_lib.make_train_step(
+      model_fn, optimizer, objectives.from_config(config, 10)))
   params, _, stats = train_step(state['params'], state['opt_state'], x,
                                 run_key, step)
   loss, grads = jax.value_and_grad(loss_fn)(state['params'])
@@ -249,8 +258,8 @@ def test_weight_decay_is_the_gradient_of_an_l2_penalty(tmp_path):
   grads = {'w': jnp.array([0.1, 0.2, -0.3])}
   penalty_grads = jax.grad(
       lambda p: 0.3 / 2 * jnp.sum(jnp.square(p['w'])))(params)
-  with_decay = train.build_optimizer(decayed, 10)
-  without = train.build_optimizer(plain, 10)
+  with_decay = optim.build_optimizer(decayed, 10)
+  without = optim.build_optimizer(plain, 10)
   got, _ = with_decay.update(grads, with_decay.init(params), params)
   want, _ = without.update(jax.tree.map(jnp.add, grads, penalty_grads),
                            without.init(params), params)
@@ -265,8 +274,8 @@ def test_adamw_decays_by_its_default_unless_told(tmp_path, weight_decay,
   config = small_config(tmp_path, optimizer='adamw', weight_decay=weight_decay)
   params = {'w': jnp.array([1.0, -2.0, 0.5])}
   grads = {'w': jnp.array([0.1, 0.2, -0.3])}
-  adamw = train.build_optimizer(config, 10)
-  adam = train.build_optimizer(
+  adamw = optim.build_optimizer(config, 10)
+  adam = optim.build_optimizer(
       dataclasses.replace(config, optimizer='adam', weight_decay=0.0), 10)
   got, _ = adamw.update(grads, adamw.init(params), params)
   want, _ = adam.update(grads, adam.init(params), params)
@@ -295,8 +304,8 @@ def test_nonfinite_loss_stops_naming_the_epoch_and_keeps_the_checkpoint(
   with pytest.raises(Killed):
     train.train_and_evaluate(config)
   monkeypatch.undo()
-  real_loss = train.negative_elbo
-  monkeypatch.setattr(train, 'negative_elbo',
+  real_loss = objectives.negative_elbo
+  monkeypatch.setattr(objectives, 'negative_elbo',
                       lambda *a, **k: jax.tree.map(lambda t: t * jnp.nan,
                                                    real_loss(*a, **k)))
   with pytest.raises(train.TrainingError,
@@ -321,9 +330,8 @@ def _with_a_nan_example(monkeypatch, index):
 
 def _step_of_example(config, index, epoch):
   """The 1-based step of `epoch` whose batch holds training example `index`."""
-  shuffle_key, _ = jax.random.split(jax.random.key(config.data_seed))
   order = np.asarray(jax.random.permutation(
-      jax.random.fold_in(shuffle_key, epoch), 2000))
+      jax.random.fold_in(rng.RunKeys.of(config).shuffle, epoch), 2000))
   return int(np.flatnonzero(order == index)[0]) // config.batch_size + 1
 
 
@@ -362,17 +370,17 @@ def test_skipped_step_leaves_the_state_as_it_was(tmp_path):
 
   x = jax.random.normal(jax.random.key(0), (100, 8, 8, 1))
   for skip in (False, True):
-    step = train.make_train_step(
-        NanGradient, optimizer,
-        dataclasses.replace(config, skip_nonfinite_updates=skip), 20)
+    step = step_lib.make_train_step(
+        NanGradient, optimizer, objectives.from_config(config, 20),
+        skip_nonfinite=skip)
     params, opt_state, stats = jax.jit(step)(
         state['params'], state['opt_state'], x, jax.random.key(1), 0)
     assert np.isfinite(stats['loss']) and not stats['finite']
     unchanged = jax.tree.map(np.array_equal, (params, opt_state),
                              (state['params'], state['opt_state']))
     assert all(jax.tree.leaves(unchanged)) == skip
-  normal = train.make_train_step(functools.partial(nnx.merge, graphdef),
-                                 optimizer, config, 20)
+  normal = step_lib.make_train_step(functools.partial(nnx.merge, graphdef),
+                                    optimizer, objectives.from_config(config, 20))
   assert jax.jit(normal)(state['params'], state['opt_state'], x,
                          jax.random.key(1), 0)[2]['finite']
 
@@ -446,3 +454,43 @@ def test_binary_trains_on_real_binarized_mnist(tmp_path, tfds_dirs):
   # One epoch of the Flax example's model: a test ELBO of about -120 nats.
   assert -135 < results['test_elbo'] < -110
   assert results['test_nll_iwae'] < -results['test_elbo']
+
+
+def test_a_skipped_step_does_not_delay_the_learning_rate_schedule(tmp_path):
+  # One step per epoch, the rate divided by 10 from step 1 on. Step 0 is
+  # skipped (NaN inputs); step 1 must be a first Adagrad step at the lower
+  # rate, not at the initial one.
+  config = small_config(tmp_path, optimizer='adagrad', lr_schedule='step',
+                        lr_decay_epochs=(1,), lr_decay_factor=0.1)
+  graphdef, optimizer, state = train.initial_state(config, 1)
+  model_fn = functools.partial(nnx.merge, graphdef)
+  loss_fn = objectives.from_config(config, 1)
+  train_step = jax.jit(step_lib.make_train_step(model_fn, optimizer, loss_fn,
+                                                skip_nonfinite=True))
+  x = data.load('linear_gaussian').train[:100]
+  key = jax.random.key(5)
+  params, opt_state, stats = train_step(state['params'], state['opt_state'],
+                                        x * np.nan, key, 0)
+  assert not stats['finite']
+  params, _, stats = train_step(params, opt_state, x, key, 1)
+  assert stats['finite']
+  grads = jax.grad(lambda p: loss_fn(model_fn(p), x, jax.random.fold_in(key, 1),
+                                     1)[0])(state['params'])
+  lower = optax.adagrad(0.1 * config.learning_rate)
+  updates, _ = lower.update(grads, lower.init(state['params']), state['params'])
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4,
+                                 atol=1e-7),
+               params, optax.apply_updates(state['params'], updates))
+
+
+def test_a_checkpoint_at_or_below_the_latest_is_refused(tmp_path):
+  # orbax would skip such a save without an error.
+  checkpointer = checkpoint.Checkpointer(tmp_path, 3)
+  state = {'w': np.arange(3.0)}
+  checkpointer.save(2, state)
+  for epoch in (1, 2):
+    with pytest.raises(checkpoint.CheckpointError, match='already holds epoch 2'):
+      checkpointer.save(epoch, {'w': np.zeros(3)})
+  checkpointer.save(3, state)
+  np.testing.assert_array_equal(checkpointer.restore(2, state)['w'], state['w'])
+  checkpointer.close()

@@ -38,9 +38,34 @@ class Checkpointer:
     """The last completed epoch with a checkpoint, or None."""
     return self._manager.latest_step()
 
+  def epochs(self):
+    """The epochs with a completed checkpoint, ascending."""
+    return sorted(self._manager.all_steps())
+
+  def delete_after(self, epoch):
+    """Deletes the checkpoints of the epochs after `epoch`, and their digests."""
+    for step in self.epochs():
+      if step > epoch:
+        self._manager.delete(step)
+    if files.is_primary():
+      files.write_json(self._directory / DIGESTS, {
+          k: v for k, v in self._digests().items() if int(k) <= epoch})
+
   def save(self, epoch, state):
-    """Saves `state` as the checkpoint of `epoch` and waits until it is on disk."""
-    self._manager.save(epoch, args=ocp.args.StandardSave(state))
+    """Saves `state` as the checkpoint of `epoch` and waits until it is on disk.
+
+    Raises `CheckpointError` if orbax does not save it: orbax skips, without
+    an error, an epoch at or below its latest, which would leave a digest
+    beside a checkpoint of other weights (or none).
+    """
+    latest = self._manager.latest_step()
+    if latest is not None and epoch <= latest:
+      raise CheckpointError(
+          f'cannot save the checkpoint of epoch {epoch} in {self._directory}: '
+          f'it already holds epoch {latest}')
+    if not self._manager.save(epoch, args=ocp.args.StandardSave(state)):
+      raise CheckpointError(
+          f'orbax did not save the checkpoint of epoch {epoch} in {self._directory}')
     self._manager.wait_until_finished()
     if files.is_primary():
       kept = {str(step) for step in self._manager.all_steps()}

@@ -10,6 +10,7 @@ import pathlib
 from vaejax import config as config_lib
 from vaejax import files
 from vaejax import plots
+from vaejax import tables
 
 
 def compare(workdirs, output_dir, log=print):
@@ -44,15 +45,15 @@ def compare(workdirs, output_dir, log=print):
     if not curves[name]:
       raise config_lib.ConfigError(f'{workdir} holds no finished run '
                                    '(metrics.jsonl is missing or empty)')
-    rows.append(
-        f'| {name} | {results["epochs"]} | '
-        f'{results["train_seconds"] / 3600:.2f} | {results["test_elbo"]:.2f} | '
+    rows.append([
+        name, results['epochs'], f'{results["train_seconds"] / 3600:.2f}',
+        f'{results["test_elbo"]:.2f}',
         f'{results["test_nll_iwae"]:.2f} +- {results["test_nll_iwae_stderr"]:.2f} '
-        f'(K={results["iwae_samples"]}) | '
-        f'{results["active_units"]} / {results["latent_dim"]} |')
-  table = '\n'.join([
-      '| run | epochs | training hours | test ELBO | test NLL | active units |',
-      '| --- | ---: | ---: | ---: | ---: | ---: |', *rows]) + '\n'
+        f'(K={results["iwae_samples"]})',
+        f'{results["active_units"]} / {results["latent_dim"]}'])
+  table = tables.markdown_table(
+      ['run', 'epochs', 'training hours', 'test ELBO', 'test NLL',
+       'active units'], rows) + '\n'
   output_dir = pathlib.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
   files.write_atomic(output_dir / 'results.md', table)

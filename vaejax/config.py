@@ -20,7 +20,10 @@ from absl import logging
 
 from vaejax import data
 from vaejax import files
+from vaejax import models
 from vaejax import nets
+from vaejax import objectives
+from vaejax import optim
 
 
 class ConfigError(ValueError):
@@ -29,10 +32,6 @@ class ConfigError(ValueError):
 
 def _field(default, help_text):
   return dataclasses.field(default=default, metadata={'help': help_text})
-
-
-# What --optimizer=adamw decays by when --weight_decay is unset.
-ADAMW_WEIGHT_DECAY = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +53,8 @@ class TrainConfig:
       False, 'Grey-level datasets only: draw every pixel from Bernoulli(x / 255) '
       'afresh each step (Burda et al. 2015); evaluation sets are binarized once '
       'with a fixed key.')
-  architecture: str = _field('mlp', 'mlp or conv.')
+  architecture: str = _field(
+      'mlp', 'mlp, conv, or a name added by models.register_architecture.')
   latent_dim: int = _field(20, 'Dimension of z.')
   hidden_dims: tuple[int, ...] = _field(
       (500,), 'MLP hidden layer widths, encoder order; the decoder mirrors them.')
@@ -90,7 +90,7 @@ class TrainConfig:
       None, 'L2 penalty weight_decay/2 ||params||^2 added to the loss per '
       'example (1/N for a N(0, I) prior on the parameters over N training '
       'examples, as Kingma & Welling 2013); decoupled for adamw. Unset: 0, '
-      f'but {ADAMW_WEIGHT_DECAY} for adamw (optax\'s default).')
+      f'but {optim.ADAMW_WEIGHT_DECAY} for adamw (optax\'s default).')
   grad_clip_norm: float = _field(
       0.0, 'Clip gradients to this global norm; 0 turns clipping off.')
   skip_nonfinite_updates: bool = _field(
@@ -129,7 +129,6 @@ class TrainConfig:
     return data.get_spec(self.dataset)
 
 
-OBJECTIVES = ('elbo', 'iwae')
 LR_SCHEDULES = ('constant', 'cosine', 'burda', 'step')
 
 # Fields that do not change what a run computes: a resumed run may differ here.
@@ -249,13 +248,13 @@ def validate(config):
     spec = c.spec
   except data.DataError as e:
     raise ConfigError(str(e)) from None
-  _check_choice('architecture', c.architecture, ('mlp', 'conv'))
+  _check_choice('architecture', c.architecture, tuple(models.ARCHITECTURES))
   _check_choice('activation', c.activation, nets.ACTIVATIONS)
   _check_choice('kernel_init', c.kernel_init, nets.KERNEL_INITS)
   _check_choice('likelihood', c.likelihood, nets.LIKELIHOODS)
   _check_choice('optimizer', c.optimizer, ('adam', 'adamw', 'adagrad'))
   _check_choice('lr_schedule', c.lr_schedule, LR_SCHEDULES)
-  _check_choice('objective', c.objective, OBJECTIVES)
+  _check_choice('objective', c.objective, objectives.OBJECTIVES)
   _check_positive('latent_dim', c.latent_dim)
   _check_positive('num_epochs', c.num_epochs)
   _check_positive('batch_size', c.batch_size)
@@ -292,7 +291,7 @@ def validate(config):
       raise ConfigError(
           f'--hidden_dims must be one or more positive widths, got '
           f'{",".join(map(str, c.hidden_dims)) or "nothing"}')
-  else:
+  elif c.architecture == 'conv':
     if len(c.conv_channels) != 2 or min(c.conv_channels) < 1:
       raise ConfigError('--conv_channels must be two positive channel counts')
     height, width, _ = spec.image_shape

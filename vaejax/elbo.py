@@ -8,13 +8,16 @@ q(z|x),
 the right-hand side is the ELBO; the training loss is -ELBO. The prior is
 p(z) = N(0, I) and q(z|x) = N(mean(x), diag(exp(log_var(x)))).
 
-A `model` is anything with two methods, for ONE example:
+A `model` is anything with two methods, for ONE example (`vaejax.models.Model`):
 
   model.encode(x) -> (mean, log_var)     each `[latent_dim]`
   model.log_likelihood(x, z) -> scalar   log p(x|z)
 
-so users can plug in their own networks. The functions here take one example;
-`negative_elbo` and `negative_iwae_bound` are the batched training losses.
+so users can plug in their own networks; a method with a keyword-only `key`
+(dropout, stochastic layers) is given a key of its own, derived from the
+draws' key, which keeps the draws of z those of a model without one. The
+functions here take one example; `negative_elbo` and `negative_iwae_bound`
+are the batched training losses.
 """
 
 import functools
@@ -26,6 +29,12 @@ import jax.numpy as jnp
 
 from vaejax import kl as kl_lib
 from vaejax import likelihoods
+from vaejax import models
+
+# fold_in tags of the keys given to a model's own randomness; far from the
+# small indices (examples, sample chunks) that are folded into the same keys.
+_ENCODE_TAG = 2**31 - 1
+_DECODE_TAG = 2**31 - 2
 
 
 class ElboTerms(NamedTuple):
@@ -71,15 +80,33 @@ def _standard_normal_log_prob(z):
   return -0.5 * jnp.sum(math.log(2.0 * math.pi) + jnp.square(z))
 
 
-def _log_weights(model, x, mean, log_var, z):
-  """log p(x|z_k) and log q(z_k|x) - log p(z_k) for draws z `[K, L]`."""
+def posterior(model, x, key):
+  """q(z|x) of one example, (mean, log_var), from `model.encode(x)`.
 
-  def one_draw(z):
-    log_likelihood = model.log_likelihood(x, z)
+  A model whose `encode` takes a `key` gets one of its own, from `key`.
+  """
+  if models.takes_key(model.encode):
+    return model.encode(x, key=jax.random.fold_in(key, _ENCODE_TAG))
+  return model.encode(x)
+
+
+def _log_weights(model, x, mean, log_var, z, key):
+  """log p(x|z_k) and log q(z_k|x) - log p(z_k) for draws z `[K, L]`.
+
+  A `log_likelihood` that takes a key gets one per draw, from `key`.
+  """
+  if models.takes_key(model.log_likelihood):
+    keys = jax.random.split(jax.random.fold_in(key, _DECODE_TAG), z.shape[0])
+    log_likelihood = lambda z, k: model.log_likelihood(x, z, key=k)
+  else:
+    keys = jnp.zeros(z.shape[0])
+    log_likelihood = lambda z, _: model.log_likelihood(x, z)
+
+  def one_draw(z, key):
     log_q = likelihoods.gaussian_log_prob(mean, log_var, z)
-    return log_likelihood, log_q - _standard_normal_log_prob(z)
+    return log_likelihood(z, key), log_q - _standard_normal_log_prob(z)
 
-  return jax.vmap(one_draw)(z)
+  return jax.vmap(one_draw)(z, keys)
 
 
 def elbo(model, x, key, *, num_samples=1, beta=1.0, analytic_kl=True):
@@ -98,9 +125,9 @@ def elbo(model, x, key, *, num_samples=1, beta=1.0, analytic_kl=True):
   Returns:
     `ElboTerms` of scalars: elbo = log_likelihood - beta * kl.
   """
-  mean, log_var = model.encode(x)
+  mean, log_var = posterior(model, x, key)
   z = reparameterize(key, mean, log_var, num_samples)
-  log_likelihoods, log_ratios = _log_weights(model, x, mean, log_var, z)
+  log_likelihoods, log_ratios = _log_weights(model, x, mean, log_var, z, key)
   log_likelihood = jnp.mean(log_likelihoods)
   if analytic_kl:
     kl = kl_lib.standard_normal_kl(mean, log_var)
@@ -121,9 +148,9 @@ def log_importance_weights(model, x, key, num_samples):
   Returns:
     `[K]` log-weights; `iwae_bound` is their log-mean-exp.
   """
-  mean, log_var = model.encode(x)
+  mean, log_var = posterior(model, x, key)
   z = reparameterize(key, mean, log_var, num_samples)
-  log_likelihoods, log_ratios = _log_weights(model, x, mean, log_var, z)
+  log_likelihoods, log_ratios = _log_weights(model, x, mean, log_var, z, key)
   return log_likelihoods - log_ratios
 
 

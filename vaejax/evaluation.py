@@ -1,0 +1,193 @@
+"""Evaluation: the chunked ELBO, the IWAE bound, latent statistics, final results.
+
+Each program maps over equal chunks of examples (`map_over_examples`), so
+memory is bounded whatever the evaluation set and K; example i's draws come
+from `fold_in(key, i)`, so the result does not depend on the chunking.
+`make_final_evaluation` is the end of a run: test ELBO and its parts, the
+importance-weighted test NLL, active units and KL per dimension, as one
+function that a single run jit-compiles and a sweep maps over its members.
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaejax import kl as kl_lib
+from vaejax import plots
+# vaejax.elbo, the module, is shadowed by the function it exports.
+from vaejax.elbo import elbo
+from vaejax.elbo import iwae_bound
+from vaejax.elbo import log_importance_weights
+from vaejax.elbo import posterior
+
+# Burda et al. (2015): a unit is active when Var_x(E_q[z_u | x]) > 0.01.
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def map_over_examples(fn, num_examples, chunk_size):
+  """Runs `fn(indices [chunk])` over equal chunks covering range(num_examples).
+
+  Chunks hold at most `chunk_size` indices and are as equal as they can be,
+  so padding is less than one index per chunk: the last chunk repeats the
+  last index and the padded results are dropped. Outputs are concatenated
+  along their leading axis.
+  """
+  num_chunks = -(-num_examples // chunk_size)
+  chunk_size = -(-num_examples // num_chunks)
+  indices = jnp.minimum(jnp.arange(num_chunks * chunk_size), num_examples - 1)
+  outputs = jax.lax.map(fn, indices.reshape(num_chunks, chunk_size))
+  return jax.tree.map(
+      lambda a: a.reshape(-1, *a.shape[2:])[:num_examples], outputs)
+
+
+def _example_keys(key, indices):
+  return jax.vmap(functools.partial(jax.random.fold_in, key))(indices)
+
+
+def make_evaluate(model_fn, batch_size):
+  """`evaluate(params, x, key, *model_args)` -> mean `ElboTerms` over x.
+
+  The ELBO proper (beta = 1) with one draw per example, from
+  `fold_in(key, index)`, in batches of `batch_size`.
+  """
+
+  def evaluate(params, x, key, *model_args):
+    model = model_fn(params, *model_args)
+
+    def chunk(indices):
+      return jax.vmap(functools.partial(elbo, model))(
+          x[indices], _example_keys(key, indices))
+
+    terms = map_over_examples(chunk, x.shape[0], batch_size)
+    return jax.tree.map(jnp.mean, terms)
+
+  return evaluate
+
+
+def make_iwae(model_fn, num_samples, chunk_size):
+  """`iwae(params, x, key, *model_args)` -> `[N]` importance-weighted bounds.
+
+  At most `chunk_size` (examples x samples) log-weights exist at once: K is
+  split into chunks combined by a running logaddexp when K > chunk_size, so
+  memory is bounded whatever K. When K fits one chunk, each example's bound is
+  `elbo.iwae_bound(model, x, key_x, K)` exactly.
+  """
+  samples_per_chunk = min(num_samples, chunk_size)
+  num_sample_chunks = -(-num_samples // samples_per_chunk)
+  examples_per_chunk = max(1, chunk_size // samples_per_chunk)
+
+  def one_example(model, x, key):
+    if num_sample_chunks == 1:
+      return iwae_bound(model, x, key, num_samples)
+
+    def add_chunk(total, c):
+      log_w = log_importance_weights(
+          model, x, jax.random.fold_in(key, c), samples_per_chunk)
+      valid = c * samples_per_chunk + jnp.arange(samples_per_chunk) < num_samples
+      log_w = jnp.where(valid, log_w, -jnp.inf)
+      return jnp.logaddexp(total, jax.nn.logsumexp(log_w)), None
+
+    start = jnp.asarray(-jnp.inf, x.dtype)
+    total, _ = jax.lax.scan(add_chunk, start, jnp.arange(num_sample_chunks))
+    return total - math.log(num_samples)
+
+  def iwae(params, x, key, *model_args):
+    model = model_fn(params, *model_args)
+
+    def chunk(indices):
+      return jax.vmap(functools.partial(one_example, model))(
+          x[indices], _example_keys(key, indices))
+
+    return map_over_examples(chunk, x.shape[0], examples_per_chunk)
+
+  return iwae
+
+
+def make_latent_stats(model_fn, batch_size):
+  """`latent_stats(params, x, key, *model_args)` -> (active units, `[L]` mean KL per dim).
+
+  `key` reaches only an encoder that draws randomness of its own.
+  """
+
+  def latent_stats(params, x, key, *model_args):
+    model = model_fn(params, *model_args)
+    mean, log_var = map_over_examples(
+        lambda indices: jax.vmap(functools.partial(posterior, model))(
+            x[indices], _example_keys(key, indices)),
+        x.shape[0], batch_size)
+    active = jnp.sum(jnp.var(mean, axis=0) > ACTIVE_UNIT_THRESHOLD)
+    per_dim = jax.vmap(jax.vmap(
+        lambda m, v: kl_lib.standard_normal_kl(m[None], v[None])))(mean, log_var)
+    return active, jnp.mean(per_dim, axis=0)
+
+  return latent_stats
+
+
+def make_final_evaluation(model_fn, *, batch_size, iwae_samples,
+                          iwae_chunk_size):
+  """`final(params, x, test_key, iwae_key, *model_args)` -> the final figures.
+
+  Returns a dict of arrays: 'terms' (mean test `ElboTerms`, draws from
+  `test_key`), 'bounds' (`[N]` IWAE bounds with K = `iwae_samples`, from
+  `iwae_key`), 'active' (active units) and 'kl_per_dim' (`[L]`).
+  """
+  evaluate = make_evaluate(model_fn, batch_size)
+  iwae = make_iwae(model_fn, iwae_samples, iwae_chunk_size)
+  latent_stats = make_latent_stats(model_fn, batch_size)
+
+  def final(params, x, test_key, iwae_key, *model_args):
+    active, kl_per_dim = latent_stats(params, x, test_key, *model_args)
+    return {'terms': evaluate(params, x, test_key, *model_args),
+            'bounds': iwae(params, x, iwae_key, *model_args),
+            'active': active, 'kl_per_dim': kl_per_dim}
+
+  return final
+
+
+def results_of(config, final, test_log_marginal=None):
+  """The results.json figures of `final` (host arrays of `make_final_evaluation`).
+
+  `kl_per_dim` is cut to `config.latent_dim` (a sweep's padded member has
+  more); `test_log_marginal`, where the data has it, adds the true NLL.
+  """
+  terms = final['terms']
+  bounds = np.asarray(final['bounds'], np.float64)
+  results = {
+      'epochs': config.num_epochs,
+      'latent_dim': config.latent_dim,
+      'test_elbo': float(terms.elbo),
+      'test_log_likelihood': float(terms.log_likelihood),
+      'test_kl': float(terms.kl),
+      'test_nll_iwae': float(-bounds.mean()),
+      'test_nll_iwae_stderr': float(bounds.std() / np.sqrt(len(bounds))),
+      'iwae_samples': config.eval_iwae_samples,
+      'active_units': int(final['active']),
+      'kl_per_dim': [float(v) for v in final['kl_per_dim'][:config.latent_dim]],
+  }
+  if test_log_marginal is not None:
+    results['test_nll_true'] = float(-np.mean(test_log_marginal))
+  return results
+
+
+def save_images(path, model, test_x, samples_key, latent_dim, value_range):
+  """reconstructions.png, samples.png (and manifold.png for 2-D z) in `path`.
+
+  Needs the model's `mean_image(z)` (E[x|z]), as `nets.VAE` has; a model
+  without it gets no images.
+  """
+  if not hasattr(model, 'mean_image'):
+    return
+  decode = jax.jit(jax.vmap(model.mean_image))
+  reconstruct = jax.jit(jax.vmap(
+      lambda x: model.mean_image(posterior(model, x, samples_key)[0])))
+  save = functools.partial(plots.save_grid, value_range=value_range)
+  originals = test_x[:16]
+  save(path / 'reconstructions.png',
+       jnp.concatenate([originals, reconstruct(originals)]), num_cols=16)
+  z = jax.random.normal(samples_key, (64, latent_dim))
+  save(path / 'samples.png', decode(z), num_cols=8)
+  if latent_dim == 2:
+    save(path / 'manifold.png', decode(plots.manifold_latents(20)), num_cols=20)

@@ -1,0 +1,56 @@
+"""Training objectives: `loss_fn(model, batch, key, step) -> (loss, aux)`.
+
+The train step differentiates whatever loss function it is given; a new
+objective is a new function of this signature, not a change to the trainer.
+`key` is the step's key (the batch's draws come from it) and `step` the
+global step, for objectives that change over training (a KL warm-up).
+"""
+
+from vaejax import optim
+from vaejax.elbo import negative_elbo
+from vaejax.elbo import negative_iwae_bound
+
+OBJECTIVES = ('elbo', 'iwae')
+
+
+def elbo_loss(*, num_samples=1, beta=1.0, analytic_kl=True):
+  """-ELBO averaged over the batch (`elbo.negative_elbo`).
+
+  Args:
+    num_samples: draws of z per example.
+    beta: the KL weight, a number or a function of the global step.
+    analytic_kl: closed-form KL, else the sampled estimate.
+
+  Returns:
+    `loss_fn(model, batch, key, step) -> (loss, per-example ElboTerms)`.
+  """
+
+  def loss_fn(model, batch, key, step):
+    weight = beta(step) if callable(beta) else beta
+    return negative_elbo(model, batch, key, num_samples=num_samples,
+                         beta=weight, analytic_kl=analytic_kl)
+
+  return loss_fn
+
+
+def iwae_loss(*, num_samples):
+  """-L_K averaged over the batch (`elbo.negative_iwae_bound`, Burda et al. 2015).
+
+  Returns:
+    `loss_fn(model, batch, key, step) -> (loss, [B] bounds)`.
+  """
+
+  def loss_fn(model, batch, key, step):
+    del step
+    return negative_iwae_bound(model, batch, key, num_samples=num_samples)
+
+  return loss_fn
+
+
+def from_config(config, steps_per_epoch):
+  """The loss of `config.objective`, with its KL warm-up in steps."""
+  if config.objective == 'iwae':
+    return iwae_loss(num_samples=config.num_samples)
+  return elbo_loss(
+      num_samples=config.num_samples, analytic_kl=config.analytic_kl,
+      beta=lambda step: optim.kl_weight(config, step, steps_per_epoch))

@@ -1,0 +1,96 @@
+"""Optimisers, learning-rate schedules and the KL warm-up.
+
+A scheduled learning rate is a function of the run's global step, which the
+train step passes to `update` as `step=`: it is not optax's own update count,
+so a step skipped for a non-finite loss (`--skip_nonfinite_updates`) does
+not delay the schedule.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+# What --optimizer=adamw decays by when --weight_decay is unset (optax's).
+ADAMW_WEIGHT_DECAY = 1e-4
+
+# Burda et al. (2015): stage i lasts 3^i epochs at 10^(-i/7) times the
+# initial learning rate, for i = 0, ..., 7.
+BURDA_STAGES = 8
+
+
+def burda_stage_epochs():
+  """The epochs at which the stages of Burda et al.'s schedule end."""
+  return [(3 ** (i + 1) - 1) // 2 for i in range(BURDA_STAGES)]
+
+
+def learning_rate_schedule(config, steps_per_epoch):
+  """The learning rate of `config`: a number, or an optax schedule of the step."""
+  if config.lr_schedule == 'cosine':
+    return optax.cosine_decay_schedule(config.learning_rate,
+                                       config.num_epochs * steps_per_epoch)
+  if config.lr_schedule in ('burda', 'step'):
+    if config.lr_schedule == 'burda':
+      epochs, factor = burda_stage_epochs()[:-1], 10 ** (-1 / 7)
+    else:
+      epochs, factor = config.lr_decay_epochs, config.lr_decay_factor
+    # The rate drops from the first step of the epoch after each of `epochs`.
+    return optax.piecewise_constant_schedule(
+        config.learning_rate,
+        {epoch * steps_per_epoch: factor for epoch in epochs})
+  return config.learning_rate
+
+
+def scale_by_learning_rate(learning_rate):
+  """-learning_rate * updates; a schedule is read at the `step=` of `update`.
+
+  A number gives optax's stateless scaling. A schedule gives a
+  transformation whose `update(updates, state, params, *, step)` needs the
+  global step (0-based), so the rate follows the step count of the run,
+  skipped steps included.
+  """
+  if not callable(learning_rate):
+    return optax.scale_by_learning_rate(learning_rate)
+
+  def update(updates, state, params=None, *, step, **unused_extra_args):
+    del params
+    rate = learning_rate(step)
+    return jax.tree.map(lambda u: -rate * u, updates), state
+
+  return optax.GradientTransformationExtraArgs(
+      lambda params: optax.EmptyState(), update)
+
+
+def build_optimizer(config, steps_per_epoch):
+  """optax optimizer with the learning-rate schedule, weight decay, clipping.
+
+  adam and adagrad as optax builds them, with the rate scaled by
+  `scale_by_learning_rate`; `update` takes `step=` when the rate is
+  scheduled.
+  """
+  learning_rate = learning_rate_schedule(config, steps_per_epoch)
+  weight_decay = config.weight_decay
+  if weight_decay is None:
+    weight_decay = ADAMW_WEIGHT_DECAY if config.optimizer == 'adamw' else 0.0
+  parts = []
+  if config.grad_clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  if weight_decay > 0 and config.optimizer != 'adamw':
+    # The gradient of weight_decay/2 ||params||^2, added to the loss's.
+    parts.append(optax.add_decayed_weights(weight_decay))
+  if config.optimizer == 'adagrad':
+    parts.append(optax.scale_by_rss())
+  else:
+    parts.append(optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2,
+                                     eps=config.adam_eps))
+  if config.optimizer == 'adamw':
+    parts.append(optax.add_decayed_weights(weight_decay))  # decoupled
+  parts.append(scale_by_learning_rate(learning_rate))
+  return optax.chain(*parts)
+
+
+def kl_weight(config, step, steps_per_epoch):
+  """beta at global `step`, ramped linearly over `kl_warmup_epochs`."""
+  warmup_steps = config.kl_warmup_epochs * steps_per_epoch
+  if warmup_steps <= 0:
+    return jnp.asarray(config.beta, jnp.float32)
+  return config.beta * jnp.minimum(1.0, (step + 1) / warmup_steps)

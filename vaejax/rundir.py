@@ -1,0 +1,156 @@
+"""A run's directory: config.json, metrics.jsonl, checkpoints, TensorBoard, results.
+
+  config.json      every flag; a workdir holding other flags is refused
+  metrics.jsonl    one line per epoch (`epoch_record`)
+  checkpoints/     orbax, the last few epochs (`vaejax.checkpoint`)
+  tensorboard/     the metrics as scalars
+  results.json     the final figures; its presence means the run is finished
+
+Resuming restores the latest checkpoint and drops metrics lines of later
+epochs (a run killed between a line and its checkpoint), which run again.
+"""
+
+import pathlib
+
+import numpy as np
+
+from vaejax import checkpoint
+from vaejax import config as config_lib
+from vaejax import files
+from vaejax import optim
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (e.g. a non-finite loss); the message is one line."""
+
+
+class RunDir:
+  """The files of one run in its workdir, and resuming from them."""
+
+  def __init__(self, config):
+    config_lib.prepare_workdir(config)
+    self.config = config
+    self.path = pathlib.Path(config.workdir)
+    self.name = self.path.name
+    self.metrics_path = self.path / 'metrics.jsonl'
+    self.results_path = self.path / 'results.json'
+    self._checkpointer = checkpoint.Checkpointer(self.path / 'checkpoints',
+                                                 config.checkpoints_to_keep)
+    self._writer = None
+
+  def results(self):
+    """The finished run's results, or None."""
+    if self.results_path.exists():
+      return files.read_json(self.results_path)
+    return None
+
+  def latest_epoch(self):
+    return self._checkpointer.latest_epoch() or 0
+
+  def checkpoint_epochs(self):
+    """The epochs with a checkpoint, and 0 (the start), ascending."""
+    return [0, *self._checkpointer.epochs()]
+
+  def rewind(self, epoch):
+    """Makes `epoch` the latest: later checkpoints and metrics lines are deleted.
+
+    `epoch` must be 0 or have a checkpoint. A vectorised sweep rewinds a
+    member that is ahead of the others, so that all train as one program.
+    """
+    self._checkpointer.delete_after(epoch)
+    files.write_jsonl(self.metrics_path, [
+        r for r in files.read_jsonl(self.metrics_path) if r['epoch'] <= epoch])
+
+  def verify_latest(self):
+    """Raises `checkpoint.CheckpointError` if the latest checkpoint is damaged."""
+    if epoch := self.latest_epoch():
+      self._checkpointer.verify(epoch)
+
+  def restore(self, state):
+    """(epoch, state) from the latest checkpoint.
+
+    Epoch 0 means no checkpoint: `state` is returned as it is. Metrics lines
+    of later epochs (a run killed between a line and its checkpoint) are
+    dropped: those epochs run again and write them again.
+    """
+    epoch = self.latest_epoch()
+    if epoch:
+      state = self._checkpointer.restore(epoch, state)
+    records = [r for r in files.read_jsonl(self.metrics_path) if r['epoch'] <= epoch]
+    files.write_jsonl(self.metrics_path, records)
+    return epoch, state
+
+  def end_epoch(self, record, state):
+    """Appends the epoch's metrics, then checkpoints `state`."""
+    files.append_jsonl(self.metrics_path, record)
+    if files.is_primary():
+      if self._writer is None:
+        self._writer = _tensorboard_writer(self.path)
+      for name, value in record.items():
+        if name != 'epoch':
+          self._writer.add_scalar(name, value, global_step=record['epoch'])
+      self._writer.flush()
+    self._checkpointer.save(record['epoch'], state)  # by every process
+
+  def metrics(self):
+    return files.read_jsonl(self.metrics_path)
+
+  def write_results(self, results):
+    files.write_json(self.results_path, results)
+
+  def close(self):
+    if self._writer is not None:
+      self._writer.close()
+    self._checkpointer.close()
+
+
+def _tensorboard_writer(workdir):
+  import tensorboardX  # pylint: disable=g-import-not-at-top
+  return tensorboardX.SummaryWriter(str(workdir / 'tensorboard'))
+
+
+def check_finite(stats, epoch, where, skip):
+  """Raises `TrainingError` if a step of the epoch was not finite.
+
+  `stats` is the epoch's {'loss', 'finite'} on the host. Unless `skip`
+  (--skip_nonfinite_updates, where such steps were skipped), the error names
+  the epoch and the first such step; with it, only an epoch none of whose
+  steps was finite stops the run.
+  """
+  finite = np.asarray(stats['finite'])
+  kept = f'the last good checkpoint (epoch {epoch or "none"}) is kept'
+  if skip and not finite.any():
+    raise TrainingError(f'no step of epoch {epoch + 1}{where} had a finite '
+                        f'loss and gradients: training stopped; {kept}')
+  if not skip and not finite.all():
+    bad_step = int(np.argmin(finite)) + 1
+    raise TrainingError(
+        f'non-finite loss or gradients at epoch {epoch + 1}, step {bad_step} '
+        f'of {len(finite)}{where}: training stopped; {kept} '
+        '(--skip_nonfinite_updates skips such steps instead)')
+
+
+def epoch_record(config, epoch, stats, epoch_seconds, valid_terms, test_terms,
+                 steps_per_epoch):
+  """The metrics.jsonl line of `epoch` (0-based) as a dict.
+
+  `stats`: the epoch's {'loss', 'finite'} on the host; train_loss is the mean
+  over the finite steps, skipped_updates counts the others.
+  """
+  examples_per_epoch = steps_per_epoch * config.batch_size
+  finite = np.asarray(stats['finite'])
+  record = {
+      'epoch': epoch + 1,
+      'examples_seen': (epoch + 1) * examples_per_epoch,
+      'train_loss': float(np.mean(np.asarray(stats['loss'])[finite])),
+      'skipped_updates': int(np.sum(~finite)),
+      'beta': float(optim.kl_weight(config, (epoch + 1) * steps_per_epoch - 1,
+                                    steps_per_epoch)),
+      'epoch_seconds': epoch_seconds,
+      'examples_per_second': examples_per_epoch / epoch_seconds,
+  }
+  for split, terms in (('valid', valid_terms), ('test', test_terms)):
+    record[f'{split}_elbo'] = float(terms.elbo)
+    record[f'{split}_log_likelihood'] = float(terms.log_likelihood)
+    record[f'{split}_kl'] = float(terms.kl)
+  return record

@@ -1,0 +1,198 @@
+"""A sweep's members as one padded, stacked, sharded state, trained by one program.
+
+The members' parameters are padded to the largest latent size L
+(`padding.embed_latents`), stacked, and one jit-compiled epoch vmaps the
+training epoch over them; the members share the batches (one pair of data
+keys) unless their data seeds differ. Several members are sharded over all
+devices (a Mesh with one axis, padded to a multiple of the device count with
+copies of the first, whose results are dropped); a single member is
+replicated and its batch is sharded instead (data parallelism). The final
+evaluation runs each device's members one after another on that device
+(`jax.shard_map` over the members), so memory is one member's and every
+device works.
+"""
+
+import dataclasses
+import functools
+import time
+
+from flax import nnx
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import numpy as np
+
+from vaejax import evaluation
+from vaejax import models
+from vaejax import rng
+from vaejax import step as step_lib
+from vaejax import train
+from vaejax.sweep import padding
+
+P = jax.sharding.PartitionSpec
+
+
+def _put(tree, sharding):
+  """Arrays that every process holds whole -> global arrays with `sharding`.
+
+  Each process provides the shards on its own devices, so this also works
+  when the mesh spans several processes (multi-host).
+  """
+
+  def put(a):
+    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(a)))
+    a = np.asarray(a)
+    return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+  return jax.tree.map(put, tree)
+
+
+def _to_host(tree):
+  if jax.process_count() > 1:
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree.map(np.asarray, tree)
+
+
+def _pick(tree, m):
+  return jax.tree.map(lambda a: a[m], tree)
+
+
+class VectorizedMembers:
+  """Members trained as one program: a `loop.Trainer`.
+
+  Args:
+    configs: the members' configs (the same flags but latent_dim, seed,
+      data_seed).
+    states: each member's state in its own shapes, {'params', 'opt_state'}
+      of host arrays (as `train.initial_state` or a checkpoint gives it).
+    dataset: the loaded `data.Dataset`.
+  """
+
+  def __init__(self, configs, states, dataset):
+    base = configs[0]
+    self.configs = configs
+    self.max_latent = max(c.latent_dim for c in configs)
+    self.steps_per_epoch = step_lib.steps_per_epoch(len(dataset.train),
+                                                    base.batch_size)
+    graphdef, optimizer, padded_like = train.initial_state(
+        dataclasses.replace(base, latent_dim=self.max_latent),
+        self.steps_per_epoch)
+    self._standalone = states
+    self._member_states = None
+    self.keys = [rng.RunKeys.of(c) for c in configs]
+
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ('devices',))
+    self.num_devices = mesh.devices.size
+    replicated = jax.sharding.NamedSharding(mesh, P())
+    self.batch_sharding = None
+    if len(configs) == 1:
+      count, by_member = 1, replicated
+      if self.num_devices > 1 and base.batch_size % self.num_devices == 0:
+        self.batch_sharding = jax.sharding.NamedSharding(mesh, P('devices'))
+    else:
+      count = -(-len(configs) // self.num_devices) * self.num_devices
+      by_member = jax.sharding.NamedSharding(mesh, P('devices'))
+    index = list(range(len(configs))) + [0] * (count - len(configs))
+    stack = lambda items: _put(jax.tree.map(
+        lambda *a: jnp.stack(a), *[items[i] for i in index]), by_member)
+    self.state = stack([
+        padding.embed_latents(state, padded_like, c.latent_dim, self.max_latent)
+        for c, state in zip(configs, states)])
+    self._mask = stack([
+        (jnp.arange(self.max_latent) < c.latent_dim).astype(jnp.float32)
+        for c in configs])
+    self._train_key = stack([k.train for k in self.keys])
+    self._eval_keys = {split: stack([getattr(k, split) for k in self.keys])
+                       for split in ('valid', 'test', 'iwae')}
+    independent = len({c.data_seed for c in configs}) > 1
+    if independent:
+      self._data_keys = stack([k.data for k in self.keys])
+    else:
+      self._data_keys = _put(self.keys[0].data, replicated)
+    self._train_data = _put(dataset.train, replicated)
+    self.test_inputs = np.asarray(train.eval_inputs(dataset.test, base, 1))
+    self._eval_x = {
+        'valid': _put(train.eval_inputs(dataset.valid, base, 0), replicated),
+        'test': _put(self.test_inputs, replicated)}
+
+    model_fn = lambda params, mask: padding.MaskedLatents(
+        nnx.merge(graphdef, params), mask)
+    epoch_fn = train.make_train_epoch(base, model_fn, optimizer,
+                                      self.steps_per_epoch,
+                                      batch_sharding=self.batch_sharding)
+
+    def members_epoch(state, train_data, epoch, train_key, data_keys, mask):
+      params, opt_state, stats = jax.vmap(
+          epoch_fn, in_axes=(0, 0, None, None, 0, 0 if independent else None, 0))(
+              state['params'], state['opt_state'], train_data, epoch, train_key,
+              data_keys, mask)
+      return {'params': params, 'opt_state': opt_state}, stats
+
+    compile_start = time.perf_counter()
+    # The compiled epoch of all members; `.as_text()` shows its per-device shapes.
+    self.epoch_program = jax.jit(members_epoch, donate_argnums=0).lower(
+        self.state, self._train_data, jnp.int32(0), self._train_key,
+        self._data_keys, self._mask).compile()
+    self.compile_seconds = time.perf_counter() - compile_start
+    self._evaluate = jax.jit(jax.vmap(
+        evaluation.make_evaluate(model_fn, base.eval_batch_size),
+        in_axes=(0, None, 0, 0)))
+
+    final = evaluation.make_final_evaluation(
+        model_fn, batch_size=base.eval_batch_size,
+        iwae_samples=base.eval_iwae_samples,
+        iwae_chunk_size=base.iwae_chunk_size)
+
+    def members_final(params, x, test_key, iwae_key, mask):
+      return jax.lax.map(lambda a: final(a[0], x, *a[1:]),
+                         (params, test_key, iwae_key, mask))
+
+    if by_member is not replicated:
+      members_final = jax.shard_map(
+          members_final, mesh=mesh, in_specs=(P('devices'), P(), P('devices'),
+                                              P('devices'), P('devices')),
+          out_specs=P('devices'))
+    self._final = jax.jit(members_final)
+
+  def train_epoch(self, epoch):
+    """Trains every member one epoch; each one's {'loss', 'finite'} `[steps]`, host."""
+    self.state, stats = self.epoch_program(self.state, self._train_data,
+                                    jnp.int32(epoch), self._train_key,
+                                    self._data_keys, self._mask)
+    self._member_states = None
+    stats = _to_host(stats)
+    return [_pick(stats, m) for m in range(len(self.configs))]
+
+  def evaluate(self, split):
+    """Each member's mean `ElboTerms` on 'valid' or 'test', host."""
+    terms = _to_host(self._evaluate(self.state['params'], self._eval_x[split],
+                                    self._eval_keys[split], self._mask))
+    return [_pick(terms, m) for m in range(len(self.configs))]
+
+  def states(self):
+    """Each member's state in its own shapes, host arrays."""
+    if self._member_states is None:
+      host = _to_host(self.state)
+      self._member_states = [
+          jax.tree.map(np.asarray, padding.extract_latents(
+              _pick(host, m), like, c.latent_dim, self.max_latent))
+          for m, (c, like) in enumerate(zip(self.configs, self._standalone))]
+    return self._member_states
+
+  def final_evaluation(self):
+    """Each member's final figures (`evaluation.make_final_evaluation`), host."""
+    finals = _to_host(self._final(self.state['params'], self._eval_x['test'],
+                                  self._eval_keys['test'],
+                                  self._eval_keys['iwae'], self._mask))
+    return [_pick(finals, m) for m in range(len(self.configs))]
+
+  def models(self):
+    """Each member's model in its own shapes."""
+    return [nnx.merge(_graphdef(c), state['params'])
+            for c, state in zip(self.configs, self.states())]
+
+
+@functools.lru_cache(maxsize=64)
+def _graphdef(config):
+  return nnx.split(models.build_model(config, jax.random.key(0)), nnx.Param)[0]
