@@ -4,10 +4,20 @@
 process with `jax_enable_x64`: it runs only the tests marked `float64` (the
 numerics), with the `dtype` fixture set to float64 and tolerances to match.
 `make test` runs both.
+
+The suite shares one persistent compilation cache (a new temporary folder per
+`pytest` run, unless $JAX_COMPILATION_CACHE_DIR names one): the test
+workers and every binary the tests start load the programs others compiled
+before, instead of compiling the same small programs again and again. A
+cached executable is the compiler's output for the same program, so results
+are those of a fresh compile.
 """
 
+import fcntl
 import os
 import pathlib
+import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +34,34 @@ def pytest_addoption(parser):
       help='enable jax_enable_x64 and run only the tests marked float64')
 
 
+_CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
+
+
+def _share_compilation_cache(config):
+  """One compilation cache for this run, its xdist workers and subprocesses."""
+  if not os.environ.get(_CACHE_ENV):  # the first pytest process of the run
+    os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix='vaejax-jax-cache-')
+    config.stash[_CACHE_KEY] = os.environ[_CACHE_ENV]
+  # Cache every program, however small or quick to compile.
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+  jax.config.update('jax_compilation_cache_dir', os.environ[_CACHE_ENV])
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+_CACHE_KEY = pytest.StashKey[str]()
+
+
+def pytest_unconfigure(config):
+  made = config.stash.get(_CACHE_KEY, None)
+  if made:
+    shutil.rmtree(made, ignore_errors=True)
+    del os.environ[_CACHE_ENV]
+
+
 def pytest_configure(config):
+  _share_compilation_cache(config)
   config.addinivalue_line(
       'markers', 'float64: numerics that run again in float64 under --x64')
   config.addinivalue_line(
@@ -69,11 +106,20 @@ def manual_dir_root():
 def tfds_dirs(tmp_path_factory):
   """(tfds_data_dir, tfds_manual_dir) for the real datasets, or a skip.
 
-  The data dir is new for the session, so the tests prepare the datasets
-  from the manual dir exactly as a user's first run does.
+  The data dir is new for the run, so the datasets are prepared from the
+  manual dir exactly as a user's first run does; the test workers share it,
+  and the first one prepares binarized_mnist while the others wait.
   """
   root = manual_dir_root()
   if not (root / 'binarized_mnist').is_dir():
     pytest.skip(f'no offline dataset files in {root}: set '
                 f'${data.MANUAL_DIR_ENV} to a TFDS manual-dir root')
-  return tmp_path_factory.mktemp('tensorflow_datasets'), root
+  shared = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    shared = shared.parent  # the run's folder, above each worker's
+  data_dir = shared / 'tensorflow_datasets'
+  with open(shared / 'tensorflow_datasets.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    data_dir.mkdir(exist_ok=True)
+    data.load('binarized_mnist', tfds_data_dir=data_dir, tfds_manual_dir=root)
+  return data_dir, root

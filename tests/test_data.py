@@ -1,5 +1,9 @@
 """vaejax.data: the generated dataset, checks, clear failures, and real MNIST."""
 
+import json
+import pathlib
+import subprocess
+import sys
 import time
 import urllib.error
 
@@ -8,6 +12,8 @@ import numpy as np
 import pytest
 
 from vaejax import data
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_linear_gaussian_is_fixed_and_its_log_marginal_is_the_models():
@@ -114,3 +120,21 @@ def test_real_mnist_holds_out_the_last_10000_training_images(tfds_dirs):
   # No image is in both the training and the validation split.
   train_hashes = {x.tobytes() for x in dataset.train}
   assert sum(x.tobytes() in train_hashes for x in dataset.valid) < 10
+
+
+@pytest.mark.real_data
+def test_binary_trains_on_real_binarized_mnist(tmp_path, tfds_dirs):
+  data_dir, manual_root = tfds_dirs
+  # Here, beside the other real-data tests, so that one test process
+  # prepares the dataset and uses it.
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.train',
+       '--flagfile=experiments/flags/flax_example.flags', f'--workdir={tmp_path}',
+       f'--tfds_data_dir={data_dir}', f'--tfds_manual_dir={manual_root}',
+       '--num_epochs=1', '--eval_iwae_samples=5'],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.loads((tmp_path / 'results.json').read_text())
+  # One epoch of the Flax example's model: a test ELBO of about -120 nats.
+  assert -135 < results['test_elbo'] < -110
+  assert results['test_nll_iwae'] < -results['test_elbo']

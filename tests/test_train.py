@@ -442,20 +442,6 @@ def test_workdir_of_another_run_is_refused_and_left_untouched(tmp_path):
   assert before == after
 
 
-@pytest.mark.real_data
-def test_binary_trains_on_real_binarized_mnist(tmp_path, tfds_dirs):
-  data_dir, manual_root = tfds_dirs
-  result = run_binary(
-      '--flagfile=experiments/flags/flax_example.flags', f'--workdir={tmp_path}',
-      f'--tfds_data_dir={data_dir}', f'--tfds_manual_dir={manual_root}',
-      '--num_epochs=1', '--eval_iwae_samples=5')
-  assert result.returncode == 0, result.stderr[-3000:]
-  results = json.loads((tmp_path / 'results.json').read_text())
-  # One epoch of the Flax example's model: a test ELBO of about -120 nats.
-  assert -135 < results['test_elbo'] < -110
-  assert results['test_nll_iwae'] < -results['test_elbo']
-
-
 def test_a_skipped_step_does_not_delay_the_learning_rate_schedule(tmp_path):
   # One step per epoch, the rate divided by 10 from step 1 on. Step 0 is
   # skipped (NaN inputs); step 1 must be a first Adagrad step at the lower
