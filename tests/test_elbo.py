@@ -327,3 +327,45 @@ def test_gradient_of_the_loss_reaches_the_model_parameters(model, data):
   grads = jax.jit(jax.grad(loss))(model, jax.random.key(0))
   for leaf in jax.tree.leaves(grads):
     assert jnp.all(jnp.isfinite(leaf)) and jnp.any(leaf != 0)
+
+
+class FixedPosterior:
+  """q(z|x) = N(mean, diag(exp(log_var))) whatever x, and log p(x|z) = 0."""
+
+  def __init__(self, mean, log_var):
+    self.mean, self.log_var = mean, log_var
+
+  def encode(self, x):
+    del x
+    return self.mean, self.log_var
+
+  def log_likelihood(self, x, z):
+    del x
+    return jnp.zeros((), z.dtype)
+
+
+@pytest.mark.parametrize('mean, log_var', [(8.0, -30.0), (-3.0, -25.0),
+                                           (100.0, -20.0), (0.0, 0.0)])
+def test_log_weights_are_exact_at_tiny_variances(mean, log_var, dtype, tol):
+  # log w_k = log p(z_k) - log q(z_k|x). Reference in float64 numpy from the
+  # draws' own noise eps (latent-major, as `reparameterize` draws it):
+  # log q = -1/2 sum [log 2 pi + log_var + eps^2], log p at z = mean + std eps.
+  latent_dim, num_samples = 50, 8
+  model = FixedPosterior(jnp.full((latent_dim,), mean, dtype),
+                         jnp.full((latent_dim,), log_var, dtype))
+  key = jax.random.key(3)
+  got = vaejax.log_importance_weights(model, jnp.zeros(1, dtype), key, num_samples)
+  eps = np.asarray(jax.random.normal(key, (latent_dim, num_samples), dtype),
+                   np.float64).T
+  z = np.float64(mean) + np.exp(0.5 * log_var) * eps
+  log_q = -0.5 * np.sum(np.log(2 * np.pi) + log_var + eps ** 2, axis=1)
+  log_p = -0.5 * np.sum(np.log(2 * np.pi) + z ** 2, axis=1)
+  # float32: z itself rounds to the float32 grid (|dz| <= ulp(mean)), which
+  # moves log p by about |mean| ulp(mean) per dimension.
+  atol = tol(latent_dim * abs(mean) * np.spacing(np.float32(max(abs(mean), 1))) + 1e-3,
+             1e-9)
+  np.testing.assert_allclose(got, log_p - log_q, rtol=tol(1e-6, 1e-12), atol=atol)
+  terms = vaejax.elbo(model, jnp.zeros(1, dtype), key, num_samples=num_samples,
+                      analytic_kl=False)
+  np.testing.assert_allclose(terms.kl, np.mean(log_q - log_p), rtol=tol(1e-6, 1e-12),
+                             atol=atol)
