@@ -72,11 +72,11 @@ kingma_welling: $(STAMP)
 
 # Burda et al. (2015), Table 1: VAE and IWAE at K = 1, 5, 50, one run each.
 burda: $(STAMP)
-	for objective in elbo iwae; do for k in 1 5 50; do \
+	for objective in 'elbo --noanalytic_kl' iwae; do for k in 1 5 50; do \
 	  $(BIN)/python -m experiments.train \
 	    --flagfile=experiments/flags/burda_table1.flags \
 	    --objective=$$objective --num_samples=$$k \
-	    --workdir=$(RESULTS_DIR)/burda_$${objective}_k$$k \
+	    --workdir=$(RESULTS_DIR)/burda_$${objective%% *}_k$$k \
 	    $(MANUAL_DIR_FLAG) $(BURDA_FLAGS) || exit 1; \
 	done; done
 

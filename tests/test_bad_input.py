@@ -164,6 +164,10 @@ TRAIN_CASES = [
     (['--likelihood=bernoulli'], 'needs binary pixels'),
     (['--dynamic_binarization'], 'needs grey-level data'),
     (['--dataset=mnist', '--likelihood=bernoulli'], '--dynamic_binarization'),
+    # Flags that the other flags make ineffective.
+    (['--lr_decay_epochs=3'], '--lr_decay_epochs applies to --lr_schedule=step only'),
+    (['--objective=iwae', '--noanalytic_kl'], '--noanalytic_kl has no effect here'),
+    (['--optimizer=adagrad', '--adam_eps=1e-4'], '--adam_eps applies to --optimizer=adam'),
     # Missing data files.
     (MISSING_DATA, 'missing: binarized_mnist_train.amat'),
 ]

@@ -58,7 +58,8 @@ def test_binary_trains_one_epoch_end_to_end(tmp_path, architecture):
   result = run_binary(
       f'--workdir={tmp_path}', '--dataset=linear_gaussian',
       '--likelihood=gaussian', f'--architecture={architecture}',
-      '--latent_dim=2', '--hidden_dims=32', '--conv_channels=8,16',
+      '--latent_dim=2',
+      '--hidden_dims=32' if architecture == 'mlp' else '--conv_channels=8,16',
       '--num_epochs=1', '--batch_size=100', '--eval_iwae_samples=20')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'epoch 1/1' in result.stdout and 'test NLL' in result.stdout
@@ -414,6 +415,19 @@ BAD_FLAGS = [
     ({'workdir': ''}, '--workdir is required'),
     ({'objective': 'iwae', 'kl_warmup_epochs': 1.0}, 'takes no --beta or'),
     ({'weight_decay': float('nan')}, '--weight_decay'),
+    # Flags without effect in the chosen combination.
+    ({'lr_decay_epochs': (3,)}, '--lr_decay_epochs=3 has no effect here'),
+    ({'lr_decay_factor': 0.5, 'lr_schedule': 'cosine'},
+     '--lr_decay_factor applies to --lr_schedule=step only'),
+    ({'objective': 'iwae', 'analytic_kl': False},
+     '--noanalytic_kl has no effect here'),
+    ({'likelihood': 'bernoulli', 'gaussian_variance': '0.1'},
+     '--gaussian_variance applies to --likelihood=gaussian only'),
+    ({'optimizer': 'adagrad', 'adam_b1': 0.5}, '--adam_b1 applies to'),
+    ({'optimizer': 'adagrad', 'adam_b2': 0.9}, '--adam_b2 applies to'),
+    ({'conv_channels': (4, 8)}, '--conv_channels=4,8 has no effect here'),
+    ({'architecture': 'conv', 'hidden_dims': (64,)},
+     '--hidden_dims applies to --architecture=mlp only'),
 ]
 
 

@@ -286,6 +286,7 @@ def validate(config):
   if c.objective == 'iwae' and (c.beta != 1 or c.kl_warmup_epochs):
     raise ConfigError('--objective=iwae is the importance-weighted bound '
                       'itself: it takes no --beta or --kl_warmup_epochs')
+  _check_no_ignored_flags(c)
   if c.architecture == 'mlp':
     if not c.hidden_dims or min(c.hidden_dims) < 1:
       raise ConfigError(
@@ -312,6 +313,37 @@ def validate(config):
   _check_likelihood_fits_data(c, spec)
 
 
+def _differs(c, name):
+  return getattr(c, name) != _DEFAULTS[name]
+
+
+def _check_no_ignored_flags(c):
+  """Refuses a flag set away from its default where the run would ignore it."""
+  ignored = []
+  if c.lr_schedule != 'step':
+    ignored += [(n, '--lr_schedule=step') for n in ('lr_decay_epochs',
+                                                    'lr_decay_factor')]
+  if c.objective == 'iwae':
+    ignored.append(('analytic_kl', '--objective=elbo (the importance-weighted '
+                    'bound has no KL term)'))
+  if c.likelihood != 'gaussian':
+    ignored.append(('gaussian_variance', '--likelihood=gaussian'))
+  if c.optimizer == 'adagrad':
+    ignored += [(n, '--optimizer=adam or adamw')
+                for n in ('adam_b1', 'adam_b2', 'adam_eps')]
+  if c.architecture == 'mlp':
+    ignored.append(('conv_channels', '--architecture=conv'))
+  if c.architecture == 'conv':
+    ignored.append(('hidden_dims', '--architecture=mlp'))
+  for name, needs in ignored:
+    if _differs(c, name):
+      value = getattr(c, name)
+      shown = (f'--no{name}' if value is False else
+               f'--{name}={",".join(map(str, value)) if isinstance(value, tuple) else value}')
+      raise ConfigError(f'{shown} has no effect here: --{name} applies to '
+                        f'{needs} only; drop it')
+
+
 def _check_likelihood_fits_data(c, spec):
   if c.dynamic_binarization and spec.pixels != 'grey':
     raise ConfigError(f'--dynamic_binarization needs grey-level data; '
@@ -323,6 +355,9 @@ def _check_likelihood_fits_data(c, spec):
   if c.likelihood == 'bernoulli' and spec.pixels == 'real':
     raise ConfigError(f'--likelihood=bernoulli needs binary pixels: {spec.name} '
                       'has real values; use --likelihood=gaussian')
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 def _check_choice(name, value, choices):
