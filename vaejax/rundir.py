@@ -28,7 +28,14 @@ class RunDir:
   """The files of one run in its workdir, and resuming from them."""
 
   def __init__(self, config):
-    config_lib.prepare_workdir(config)
+    config_lib.ensure_writable(config.workdir)
+    # Held until `close`: a second run in this workdir stops at once.
+    self._lock = files.WorkdirLock(config.workdir)
+    try:
+      config_lib.prepare_workdir(config)
+    except Exception:
+      self._lock.release()
+      raise
     self.config = config
     self.path = pathlib.Path(config.workdir)
     self.name = self.path.name
@@ -102,6 +109,7 @@ class RunDir:
     if self._writer is not None:
       self._writer.close()
     self._checkpointer.close()
+    self._lock.release()
 
 
 def _tensorboard_writer(workdir):

@@ -21,6 +21,7 @@ from vaejax import checkpoint
 from vaejax import config as config_lib
 from vaejax import data
 from vaejax import evaluation
+from vaejax import files
 from vaejax import loop
 from vaejax import models
 from vaejax import objectives
@@ -33,7 +34,7 @@ TrainingError = rundir.TrainingError
 
 # What the binaries report as one `error: ...` line and a non-zero exit.
 USER_ERRORS = (config_lib.ConfigError, data.DataError, rundir.TrainingError,
-               checkpoint.CheckpointError)
+               checkpoint.CheckpointError, files.InUseError)
 
 
 def initial_state(config, steps_per_epoch):

@@ -40,8 +40,10 @@ def run(base, flags, log=print):
                        tfds_manual_dir=base.tfds_manual_dir)
   members_lib.prepare_sweep_dir(base, flags)
   mine = [c for i, c in enumerate(configs) if i % shard_count == shard_index]
-  run_dirs = [rundir.RunDir(c) for c in mine]
+  run_dirs = []
   try:
+    for config in mine:  # each locks its folder: a second sweep stops here
+      run_dirs.append(rundir.RunDir(config))
     todo = [(c, d) for c, d in zip(mine, run_dirs) if d.results() is None]
     log(f'sweep of {len(members)} members; this job: {len(mine)}, '
         f'{len(mine) - len(todo)} already finished')
