@@ -27,6 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from vaejax import checks
 from vaejax import kl as kl_lib
 from vaejax import models
 
@@ -94,8 +95,15 @@ def posterior(model, x, key):
   A model whose `encode` takes a `key` gets one of its own, from `key`.
   """
   if models.takes_key(model.encode):
-    return model.encode(x, key=jax.random.fold_in(key, _ENCODE_TAG))
-  return model.encode(x)
+    mean, log_var = model.encode(x, key=jax.random.fold_in(key, _ENCODE_TAG))
+  else:
+    mean, log_var = model.encode(x)
+  if jnp.ndim(mean) != 1 or jnp.shape(mean) != jnp.shape(log_var):
+    raise ValueError(
+        f'model.encode(x) returned mean {checks.shape_of(mean)} and log_var '
+        f'{checks.shape_of(log_var)} for x {checks.shape_of(x)}; expected [L] '
+        'each for ONE example (vmap over a batch, or use negative_elbo)')
+  return mean, log_var
 
 
 def _log_weights(model, x, log_var, z, eps, key):
@@ -117,7 +125,13 @@ def _log_weights(model, x, log_var, z, eps, key):
 
   def one_draw(z, eps, key):
     log_q = -0.5 * jnp.sum(_LOG_2PI + log_var + jnp.square(eps))
-    return log_likelihood(z, key), log_q - _standard_normal_log_prob(z)
+    value = log_likelihood(z, key)
+    if jnp.shape(value) != ():
+      raise ValueError(
+          f'model.log_likelihood(x, z) returned {checks.shape_of(value)} for x '
+          f'{checks.shape_of(x)}; expected a scalar, log p(x|z) summed over '
+          "the example's dimensions")
+    return value, log_q - _standard_normal_log_prob(z)
 
   return jax.vmap(one_draw)(z, eps, keys)
 
@@ -192,6 +206,15 @@ def iwae_bound(model, x, key, num_samples):
   return jax.nn.logsumexp(log_weights) - math.log(num_samples)
 
 
+def _batch_keys(function, key, batch):
+  """One key per example of `batch` `[B, ...]`, split from `key`."""
+  if jnp.ndim(batch) < 1:
+    raise ValueError(f'{function} takes a batch [B, ...]; got '
+                     f'{checks.shape_of(batch)} (for one example, use elbo or '
+                     'iwae_bound)')
+  return jax.random.split(key, jnp.shape(batch)[0])
+
+
 def negative_elbo(model, batch, key, *, num_samples=1, beta=1.0,
                   analytic_kl=True):
   """The training loss: the mean over a batch of -ELBO.
@@ -211,7 +234,7 @@ def negative_elbo(model, batch, key, *, num_samples=1, beta=1.0,
     (loss, terms): the scalar mean of -elbo over the batch, and the
     per-example `ElboTerms`, each `[B]`.
   """
-  keys = jax.random.split(key, batch.shape[0])
+  keys = _batch_keys('negative_elbo', key, batch)
   per_example = functools.partial(
       elbo, model, num_samples=num_samples, beta=beta, analytic_kl=analytic_kl)
   terms = jax.vmap(per_example)(batch, keys)
@@ -237,7 +260,7 @@ def negative_iwae_bound(model, batch, key, *, num_samples):
     (loss, bounds): the scalar mean of -L_K over the batch, and the `[B]`
     per-example bounds.
   """
-  keys = jax.random.split(key, batch.shape[0])
+  keys = _batch_keys('negative_iwae_bound', key, batch)
   bounds = jax.vmap(functools.partial(iwae_bound, model,
                                       num_samples=num_samples))(batch, keys)
   return -jnp.mean(bounds), bounds

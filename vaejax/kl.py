@@ -19,6 +19,8 @@ log det S = 2 sum_k log |L_kk|. No inverse or determinant is formed.
 import jax
 import jax.numpy as jnp
 
+from vaejax import checks
+
 
 def gaussian_kl_tril(mean_p, scale_tril_p, mean_q, scale_tril_q):
   """KL(P||Q) between Gaussians given lower-triangular factors of the covariances.
@@ -38,6 +40,9 @@ def gaussian_kl_tril(mean_p, scale_tril_p, mean_q, scale_tril_q):
   Returns:
     The scalar KL(P||Q) in nats.
   """
+  checks.one_example('gaussian_kl_tril',
+                     (('mean_p', mean_p), ('mean_q', mean_q)),
+                     (('scale_tril_p', scale_tril_p), ('scale_tril_q', scale_tril_q)))
   dim = mean_p.shape[-1]
   scale_tril_p = jnp.tril(scale_tril_p)
   scale_tril_q = jnp.tril(scale_tril_q)
@@ -74,6 +79,8 @@ def gaussian_kl(mean_p, cov_p, mean_q, cov_q):
   Returns:
     The scalar KL(P||Q) in nats.
   """
+  checks.one_example('gaussian_kl', (('mean_p', mean_p), ('mean_q', mean_q)),
+                     (('cov_p', cov_p), ('cov_q', cov_q)))
   return gaussian_kl_tril(mean_p, jnp.linalg.cholesky(cov_p),
                           mean_q, jnp.linalg.cholesky(cov_q))
 
@@ -97,6 +104,9 @@ def diag_gaussian_kl(mean_p, log_var_p, mean_q, log_var_q):
   Returns:
     The scalar KL(P||Q) in nats.
   """
+  checks.one_example('diag_gaussian_kl', (
+      ('mean_p', mean_p), ('log_var_p', log_var_p), ('mean_q', mean_q),
+      ('log_var_q', log_var_q)))
   log_ratio = log_var_p - log_var_q
   scaled_diff = (mean_q - mean_p) * jnp.exp(-0.5 * log_var_q)
   return 0.5 * jnp.sum(jnp.expm1(log_ratio) - log_ratio + jnp.square(scaled_diff))
@@ -117,4 +127,5 @@ def standard_normal_kl(mean, log_var):
   Returns:
     The scalar KL in nats.
   """
+  checks.one_example('standard_normal_kl', (('mean', mean), ('log_var', log_var)))
   return 0.5 * jnp.sum(jnp.expm1(log_var) - log_var + jnp.square(mean))
