@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jax.test_util import check_grads
 import numpy as np
+import optax
 import pytest
 
 import vaejax
@@ -155,10 +156,49 @@ def test_extreme_encoder_log_variances_give_finite_loss_and_gradients(
   assert np.isfinite(loss)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
   # Without the bound: exp(log_var) overflows, or -log_var swamps the loss.
-  monkeypatch.setattr(nets, 'bound_log_var', lambda raw: raw)
+  monkeypatch.setattr(nets, 'bound_log_var', lambda raw, **_: raw)
   unbounded, grads = loss_and_grads()
   if log_var_bias > 0:
     assert not (np.isfinite(unbounded) and all(np.all(np.isfinite(g))
                                                for g in jax.tree.leaves(grads)))
   else:
     assert unbounded > 100 * loss
+
+
+def test_learned_observation_variance_has_a_floor_on_constant_pixels():
+  # Pixels that are 0 in every example: a learned variance would shrink for
+  # ever and log p(x|z) grow without limit. Adam at 0.1 drives the raw
+  # parameter far below the floor; each pixel's log density stays under
+  # -1/2 (log 2 pi + floor - 1), with finite loss and gradients.
+  model = nets.MLPVAE((4, 4, 1), 2, hidden_dims=(8,), likelihood='gaussian',
+                      rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model, nnx.Param)
+  x = jnp.zeros((16, 4, 4, 1))
+  optimizer = optax.adam(0.1)
+
+  @jax.jit
+  def step(params, opt_state, key):
+    loss_fn = lambda p: vaejax.negative_elbo(nnx.merge(graphdef, p), x, key)[0]
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, grads
+
+  opt_state = optimizer.init(params)
+  for i in range(300):
+    params, opt_state, loss, grads = step(params, opt_state, jax.random.key(i))
+  raw = params['observation_log_var'][...]
+  assert float(raw.max()) < nets.OBSERVATION_LOG_VAR_MIN - 1  # pushed past it
+  per_pixel_max = -0.5 * (np.log(2 * np.pi) + nets.OBSERVATION_LOG_VAR_MIN - 1)
+  assert np.isfinite(loss) and -loss <= 16 * per_pixel_max
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+  model = nnx.merge(graphdef, params)
+  z = jnp.zeros(2)
+  log_p = model.log_likelihood(x[0], z)
+  assert np.isfinite(log_p) and log_p <= 16 * per_pixel_max
+  # Inside the range the learned value is used as it is.
+  params['observation_log_var'][...] = jnp.full((4, 4, 1), -2.0)
+  model = nnx.merge(graphdef, params)
+  np.testing.assert_allclose(
+      model.log_likelihood(x[0], z),
+      vaejax.gaussian_log_prob(model.decode(z), jnp.full((4, 4, 1), -2.0), x[0]),
+      rtol=1e-6)
