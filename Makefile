@@ -55,8 +55,14 @@ sweep: $(STAMP)
 	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
 # Benchmarks: figures printed, alternatives measured in the same run. The
-# PyTorch baseline needs the bench extra (torch); it is skipped without it.
-bench: $(STAMP)
+# bench extra (torch, the PyTorch baseline) is installed first, once.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --editable '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.train_throughput \
 	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 	$(BIN)/python -m benchmarks.sweep_throughput \

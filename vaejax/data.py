@@ -22,6 +22,7 @@ Preparing needs TensorFlow; reading a prepared dataset does not.
 
 import dataclasses
 import importlib.util
+import logging
 import os
 import pathlib
 import urllib.error
@@ -248,8 +249,21 @@ def check(dataset):
                       f'found the value {x.max()}')
 
 
+def _without_opencv_notice(record):
+  """False for TFDS's notice that it decodes images with PIL, not OpenCV.
+
+  Every read of an image dataset printed it on stderr; PIL is what vaejax
+  uses, on purpose (OpenCV would be one more large dependency).
+  """
+  return 'OpenCV is not installed' not in record.getMessage()
+
+
 def _load_tfds(spec, data_dir, manual_root):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  absl_logger = logging.getLogger('absl')
+  if _without_opencv_notice not in absl_logger.filters:
+    absl_logger.addFilter(_without_opencv_notice)
 
   builder = tfds.builder(spec.name, data_dir=data_dir)
   if not builder.is_prepared():
