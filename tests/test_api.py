@@ -1,6 +1,10 @@
 """The public API: every name in vaejax.__all__ imports and is what it says."""
 
+import functools
 import types
+
+import jax
+import numpy as np
 
 import vaejax
 
@@ -11,14 +15,39 @@ def test_every_public_name_is_the_definition_it_names():
   for name in vaejax.__all__:
     value = getattr(vaejax, name)
     assert callable(value), name
+    if isinstance(value, types.ModuleType):  # vaejax.elbo, below
+      assert value.__name__ == f'vaejax.{name}'
+      continue
     assert value.__name__ == name, (name, value.__name__)
     assert value.__module__.startswith('vaejax.'), (name, value.__module__)
+
+
+def test_vaejax_elbo_is_the_function_and_the_module():
+  model = vaejax.make_linear_gaussian(jax.random.key(0), 6, 2)
+  x, key = model.sample(jax.random.key(1), 1)[0], jax.random.key(2)
+  called = vaejax.elbo(model, x, key, num_samples=3)
+  assert called == vaejax.elbo.elbo(model, x, key, num_samples=3)
+  assert isinstance(called, vaejax.ElboTerms)
+  # The module's other names, by either import.
+  assert vaejax.elbo.iwae_bound is vaejax.iwae_bound
+  from vaejax import elbo as module  # pylint: disable=g-import-not-at-top
+  from vaejax.elbo import negative_elbo  # pylint: disable=g-import-not-at-top
+  assert module is vaejax.elbo and negative_elbo is vaejax.negative_elbo
+  # It composes like the function: partial, vmap, jit with static names.
+  jitted = jax.jit(vaejax.elbo, static_argnames='num_samples')
+  np.testing.assert_allclose(jitted(model, x, key, num_samples=3).elbo,
+                             called.elbo, rtol=1e-6)
+  batch = model.sample(jax.random.key(3), 4)
+  terms = jax.vmap(functools.partial(vaejax.elbo, model))(
+      batch, jax.random.split(key, 4))
+  assert terms.elbo.shape == (4,)
 
 
 def test_all_lists_exactly_the_public_names():
   public = {
       name for name, value in vars(vaejax).items()
-      if not name.startswith('_') and not isinstance(value, types.ModuleType)
+      if not name.startswith('_')
+      and (callable(value) or not isinstance(value, types.ModuleType))
   }
   assert public == set(vaejax.__all__)
   assert list(vaejax.__all__) == sorted(vaejax.__all__)

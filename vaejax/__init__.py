@@ -1,7 +1,7 @@
 """vaejax: variational autoencoders in JAX and Flax NNX."""
 
+from vaejax import elbo  # the module, which called is the function elbo
 from vaejax.elbo import ElboTerms
-from vaejax.elbo import elbo
 from vaejax.elbo import iwae_bound
 from vaejax.elbo import log_importance_weights
 from vaejax.elbo import negative_elbo

@@ -17,7 +17,6 @@ import numpy as np
 
 from vaejax import kl as kl_lib
 from vaejax import plots
-# vaejax.elbo, the module, is shadowed by the function it exports.
 from vaejax.elbo import elbo
 from vaejax.elbo import iwae_bound
 from vaejax.elbo import log_importance_weights

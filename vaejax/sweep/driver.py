@@ -1,5 +1,7 @@
 """The sweep's driver: its members, trained vectorised or one after another."""
 
+import pathlib
+
 import jax
 import numpy as np
 
@@ -40,11 +42,14 @@ def run(base, flags, log=print):
                        tfds_manual_dir=base.tfds_manual_dir)
   members_lib.prepare_sweep_dir(base, flags)
   mine = [c for i, c in enumerate(configs) if i % shard_count == shard_index]
+  # Finished members are left as they are, their folders not even locked.
+  unfinished = [c for c in mine
+                if not (pathlib.Path(c.workdir) / 'results.json').exists()]
   run_dirs = []
   try:
-    for config in mine:  # each locks its folder: a second sweep stops here
+    for config in unfinished:  # each locks its folder: a second sweep stops here
       run_dirs.append(rundir.RunDir(config))
-    todo = [(c, d) for c, d in zip(mine, run_dirs) if d.results() is None]
+    todo = [(c, d) for c, d in zip(unfinished, run_dirs) if d.results() is None]
     log(f'sweep of {len(members)} members; this job: {len(mine)}, '
         f'{len(mine) - len(todo)} already finished')
     if todo:
