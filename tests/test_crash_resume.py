@@ -8,7 +8,8 @@ run again after every kill. The files at the end must equal, number for
 number, those of an uninterrupted run of the same command in another process
 (which also shows that two processes with the same flags and seed agree),
 with every epoch's metrics line once. A sweep never retrains a finished
-member.
+member. Each rerun also shows that the killed run left no stale workdir
+lock: a held lock would refuse it.
 """
 
 import json

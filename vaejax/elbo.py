@@ -215,7 +215,23 @@ def _batch_keys(function, key, batch):
     raise ValueError(f'{function} takes a batch [B, ...]; got '
                      f'{checks.shape_of(batch)} (for one example, use elbo or '
                      'iwae_bound)')
-  return jax.random.split(key, jnp.shape(batch)[0])
+  keys = jax.random.split(key, jnp.shape(batch)[0])
+  # On a mesh of Explicit axes the batch's type carries its sharding, and
+  # vmap needs the keys laid out like the batch along the examples.
+  sharding = jax.typeof(batch).sharding
+  spec = getattr(sharding, 'spec', None)
+  if spec and spec[0] is not None and _explicit(sharding.mesh, spec[0]):
+    keys = jax.sharding.reshard(
+        keys, jax.sharding.NamedSharding(sharding.mesh,
+                                         jax.sharding.PartitionSpec(spec[0])))
+  return keys
+
+
+def _explicit(mesh, names):
+  """Whether the mesh axes `names` (a name or a tuple of them) are Explicit."""
+  names = names if isinstance(names, tuple) else (names,)
+  types = dict(zip(mesh.axis_names, mesh.axis_types))
+  return all(types[n] == jax.sharding.AxisType.Explicit for n in names)
 
 
 def negative_elbo(model, batch, key, *, num_samples=1, beta=1.0,
