@@ -117,8 +117,8 @@ def run_binary(binary, *args):
 
 
 @pytest.mark.parametrize('name, extra', [
-    # The smallest and the largest latent size (each member compiles alone).
-    ('kingma_welling_fig2.flags', ['--latent_dims=3,200']),
+    # The largest latent size (each member compiles alone).
+    ('kingma_welling_fig2.flags', ['--latent_dims=200']),
     ('burda_table1.flags', ['--objective=iwae', '--num_samples=5']),
     ('pythae_binarized_mnist.flags', []),
 ])

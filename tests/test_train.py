@@ -24,6 +24,7 @@ from vaejax import files
 from vaejax import objectives
 from vaejax import optim
 from vaejax import rng
+from vaejax import rundir
 from vaejax import step as step_lib
 from vaejax import train
 
@@ -294,13 +295,13 @@ def test_config_json_without_a_newer_field_counts_it_as_its_default(tmp_path):
   # A workdir written before a field existed resumes when the field is at
   # its default, and is refused when it is not.
   config = small_config(tmp_path)
-  config_lib.prepare_workdir(config)
+  rundir.prepare_workdir(config)
   saved = json.loads((tmp_path / 'config.json').read_text())
   del saved['objective'], saved['weight_decay']
   (tmp_path / 'config.json').write_text(json.dumps(saved))
-  config_lib.prepare_workdir(config)
+  rundir.prepare_workdir(config)
   with pytest.raises(config_lib.ConfigError, match='--objective'):
-    config_lib.prepare_workdir(dataclasses.replace(config, objective='iwae'))
+    rundir.prepare_workdir(dataclasses.replace(config, objective='iwae'))
 
 
 def test_nonfinite_loss_stops_naming_the_epoch_and_keeps_the_checkpoint(

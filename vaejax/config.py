@@ -10,16 +10,13 @@ a one-line message.
 import dataclasses
 import json
 import math
-import pathlib
 import sys
-import tempfile
 import typing
 
 from absl import flags
 from absl import logging
 
 from vaejax import data
-from vaejax import files
 from vaejax import models
 from vaejax import nets
 from vaejax import objectives
@@ -368,65 +365,3 @@ def _check_choice(name, value, choices):
 def _check_positive(name, value):
   if not (math.isfinite(value) and value > 0):
     raise ConfigError(f'--{name} must be positive, got {value}')
-
-
-def ensure_writable(workdir):
-  """Creates `workdir` and checks that files can be written in it."""
-  try:
-    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write_test'):
-      pass
-  except OSError as e:
-    raise ConfigError(f'--workdir={workdir} is not writable: '
-                      f'{e.strerror or e}') from None
-
-
-def semantic_fields(config, drop=()):
-  """The config as a dict without the fields that do not change results."""
-  return {k: v for k, v in json.loads(to_json(config)).items()
-          if k not in NON_SEMANTIC_FIELDS and k not in drop}
-
-
-def field_defaults():
-  """Every `TrainConfig` field's default, as config.json holds it."""
-  return json.loads(to_json(TrainConfig()))
-
-
-def record_or_compare(path, description, what, ignore=()):
-  """Writes the dict `description` as JSON at `path`, or checks the saved one.
-
-  Keys in `ignore` are not compared; a `TrainConfig` field missing from the
-  saved file (written before the field existed) counts as its default.
-  Raises `ConfigError` naming every other key whose saved value differs: the
-  workdir holds `what` with other flags.
-  """
-  path = pathlib.Path(path)
-  if not path.exists():
-    files.write_json(path, description)
-    return
-  try:
-    saved = json.loads(path.read_text())
-  except (OSError, json.JSONDecodeError) as e:
-    raise ConfigError(f'{path} is unreadable ({e}); use a new --workdir') from None
-  saved = {**{k: v for k, v in field_defaults().items() if k in description},
-           **saved}
-  differing = sorted(k for k in set(saved) | set(description)
-                     if k not in ignore and saved.get(k) != description.get(k))
-  if differing:
-    changes = ', '.join(f'--{k} ({saved.get(k)!r} there, {description.get(k)!r} now)'
-                        for k in differing)
-    raise ConfigError(f'--workdir={path.parent} holds {what} with other flags: '
-                      f'{changes}; use a new --workdir')
-
-
-def prepare_workdir(config):
-  """Creates the workdir, checks it is writable and holds no other run.
-
-  Writes config.json (every field) for a new run. A workdir whose config.json
-  differs from `config` in a field that changes results is refused, naming
-  the fields.
-  """
-  ensure_writable(config.workdir)
-  record_or_compare(pathlib.Path(config.workdir) / 'config.json',
-                    json.loads(to_json(config)), 'a run',
-                    ignore=NON_SEMANTIC_FIELDS)

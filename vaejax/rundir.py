@@ -1,5 +1,6 @@
 """A run's directory: config.json, metrics.jsonl, checkpoints, TensorBoard, results.
 
+  .lock            held while a run uses the workdir (`files.WorkdirLock`)
   config.json      every flag; a workdir holding other flags is refused
   metrics.jsonl    one line per epoch (`epoch_record`)
   checkpoints/     orbax, the last few epochs (`vaejax.checkpoint`)
@@ -10,7 +11,9 @@ Resuming restores the latest checkpoint and drops metrics lines of later
 epochs (a run killed between a line and its checkpoint), which run again.
 """
 
+import json
 import pathlib
+import tempfile
 
 import numpy as np
 
@@ -28,11 +31,11 @@ class RunDir:
   """The files of one run in its workdir, and resuming from them."""
 
   def __init__(self, config):
-    config_lib.ensure_writable(config.workdir)
+    ensure_writable(config.workdir)
     # Held until `close`: a second run in this workdir stops at once.
     self._lock = files.WorkdirLock(config.workdir)
     try:
-      config_lib.prepare_workdir(config)
+      prepare_workdir(config)
     except Exception:
       self._lock.release()
       raise
@@ -162,3 +165,68 @@ def epoch_record(config, epoch, stats, epoch_seconds, valid_terms, test_terms,
     record[f'{split}_log_likelihood'] = float(terms.log_likelihood)
     record[f'{split}_kl'] = float(terms.kl)
   return record
+
+
+# --- The workdir and its config.json. ---
+
+
+def ensure_writable(workdir):
+  """Creates `workdir` and checks that files can be written in it."""
+  try:
+    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write_test'):
+      pass
+  except OSError as e:
+    raise config_lib.ConfigError(f'--workdir={workdir} is not writable: '
+                      f'{e.strerror or e}') from None
+
+
+def semantic_fields(config, drop=()):
+  """The config as a dict without the fields that do not change results."""
+  return {k: v for k, v in json.loads(config_lib.to_json(config)).items()
+          if k not in config_lib.NON_SEMANTIC_FIELDS and k not in drop}
+
+
+def field_defaults():
+  """Every `TrainConfig` field's default, as config.json holds it."""
+  return json.loads(config_lib.to_json(config_lib.TrainConfig()))
+
+
+def record_or_compare(path, description, what, ignore=()):
+  """Writes the dict `description` as JSON at `path`, or checks the saved one.
+
+  Keys in `ignore` are not compared; a `TrainConfig` field missing from the
+  saved file (written before the field existed) counts as its default.
+  Raises `ConfigError` naming every other key whose saved value differs: the
+  workdir holds `what` with other flags.
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    files.write_json(path, description)
+    return
+  try:
+    saved = json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise config_lib.ConfigError(f'{path} is unreadable ({e}); use a new --workdir') from None
+  saved = {**{k: v for k, v in field_defaults().items() if k in description},
+           **saved}
+  differing = sorted(k for k in set(saved) | set(description)
+                     if k not in ignore and saved.get(k) != description.get(k))
+  if differing:
+    changes = ', '.join(f'--{k} ({saved.get(k)!r} there, {description.get(k)!r} now)'
+                        for k in differing)
+    raise config_lib.ConfigError(f'--workdir={path.parent} holds {what} with other flags: '
+                      f'{changes}; use a new --workdir')
+
+
+def prepare_workdir(config):
+  """Creates the workdir, checks it is writable and holds no other run.
+
+  Writes config.json (every field) for a new run. A workdir whose config.json
+  differs from `config` in a field that changes results is refused, naming
+  the fields.
+  """
+  ensure_writable(config.workdir)
+  record_or_compare(pathlib.Path(config.workdir) / 'config.json',
+                    json.loads(config_lib.to_json(config)), 'a run',
+                    ignore=config_lib.NON_SEMANTIC_FIELDS)

@@ -6,6 +6,7 @@ import pathlib
 import jax
 
 from vaejax import config as config_lib
+from vaejax import rundir
 
 SWEEP_FILE = 'sweep.json'
 
@@ -107,12 +108,12 @@ def vectorizes(flags):
 
 def prepare_sweep_dir(base, flags):
   """Writes sweep.json, or refuses a workdir that holds another sweep."""
-  config_lib.ensure_writable(base.workdir)
+  rundir.ensure_writable(base.workdir)
   description = {
-      **config_lib.semantic_fields(base, drop=('latent_dim', 'seed')),
+      **rundir.semantic_fields(base, drop=('latent_dim', 'seed')),
       'latent_dims': list(flags.latent_dims),
       'seeds': list(flags.seeds),
       'independent_data_order': flags.independent_data_order,
   }
-  config_lib.record_or_compare(pathlib.Path(base.workdir) / SWEEP_FILE,
-                               description, 'a sweep')
+  rundir.record_or_compare(pathlib.Path(base.workdir) / SWEEP_FILE,
+                           description, 'a sweep')
