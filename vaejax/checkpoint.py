@@ -13,7 +13,6 @@ import json
 import pathlib
 
 import jax
-import orbax.checkpoint as ocp
 
 from vaejax import files
 
@@ -28,6 +27,10 @@ class Checkpointer:
   """Saves and restores `{'params', 'opt_state'}` trees keyed by epoch."""
 
   def __init__(self, directory, max_to_keep=3):
+    # Imported here, not with vaejax: a binary that refuses its flags answers
+    # without loading orbax.
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    self._ocp = ocp
     self._directory = pathlib.Path(directory).absolute()
     self._manager = ocp.CheckpointManager(
         self._directory,
@@ -63,7 +66,7 @@ class Checkpointer:
       raise CheckpointError(
           f'cannot save the checkpoint of epoch {epoch} in {self._directory}: '
           f'it already holds epoch {latest}')
-    if not self._manager.save(epoch, args=ocp.args.StandardSave(state)):
+    if not self._manager.save(epoch, args=self._ocp.args.StandardSave(state)):
       raise CheckpointError(
           f'orbax did not save the checkpoint of epoch {epoch} in {self._directory}')
     self._manager.wait_until_finished()
@@ -89,9 +92,10 @@ class Checkpointer:
   def restore(self, epoch, like):
     """Restores the checkpoint of `epoch` into the structure and dtypes of `like`."""
     self.verify(epoch)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, like)
     try:
-      return self._manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+      return self._manager.restore(
+          epoch, args=self._ocp.args.StandardRestore(abstract))
     except Exception as e:  # orbax and tensorstore raise many kinds
       reason = ' '.join(str(e).split())[:300]
       raise CheckpointError(

@@ -2,8 +2,10 @@
 
 import jax
 import jax.numpy as jnp
-from matplotlib import image as mpl_image
 import numpy as np
+
+# matplotlib is imported where it draws, not with vaejax: a binary that
+# refuses its flags answers without loading it.
 
 
 def image_grid(images, num_cols):
@@ -28,8 +30,10 @@ def save_grid(path, images, num_cols, *, value_range=(0.0, 1.0)):
   low, high = value_range
   grid = (np.clip(image_grid(images, num_cols), low, high) - low) / (high - low)
   if grid.shape[-1] == 1:
+    from matplotlib import image as mpl_image  # pylint: disable=g-import-not-at-top
     mpl_image.imsave(path, grid[..., 0], cmap='gray', vmin=0.0, vmax=1.0)
   else:
+    from matplotlib import image as mpl_image  # pylint: disable=g-import-not-at-top
     mpl_image.imsave(path, grid)
 
 
@@ -168,6 +172,7 @@ def plot_samples_by_latent_dim(path, sample_images):
     firsts.setdefault(member.latent_dim, sample_images[member])
   fig, axes = _figure(num_cols=len(firsts), width=2.4, height=2.7)
   for ax, (latent_dim, image_path) in zip(axes, firsts.items()):
+    from matplotlib import image as mpl_image  # pylint: disable=g-import-not-at-top
     ax.imshow(mpl_image.imread(image_path))
     ax.set_title(f'z = {latent_dim}')
     ax.axis('off')
