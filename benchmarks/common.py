@@ -68,7 +68,7 @@ def compiled_epoch(dataset, config):
   graphdef, optimizer, state = train.initial_state(config, steps)
   params, opt_state = state['params'], state['opt_state']
   train_data = jax.device_put(dataset.train)
-  lowered = jax.jit(train.make_train_epoch(
+  lowered = jax.jit(train.build_train_epoch(
       config, functools.partial(nnx.merge, graphdef), optimizer, steps),
                     donate_argnums=(0, 1)).lower(
                         params, opt_state, train_data, jnp.int32(0), keys.train,

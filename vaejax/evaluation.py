@@ -179,9 +179,11 @@ def save_images(path, model, test_x, samples_key, latent_dim, value_range):
   """
   if not hasattr(model, 'mean_image'):
     return
-  decode = jax.jit(jax.vmap(model.mean_image))
-  reconstruct = jax.jit(jax.vmap(
-      lambda x: model.mean_image(posterior(model, x, samples_key)[0])))
+  # Eager: 16 and 64 examples, once per run; a jit of these closures over
+  # the model would compile anew for every member of a sweep.
+  decode = jax.vmap(model.mean_image)
+  reconstruct = jax.vmap(
+      lambda x: model.mean_image(posterior(model, x, samples_key)[0]))
   save = functools.partial(plots.save_grid, value_range=value_range)
   originals = test_x[:16]
   save(path / 'reconstructions.png',

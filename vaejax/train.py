@@ -50,8 +50,8 @@ def initial_state(config, steps_per_epoch):
                                'opt_state': optimizer.init(params)}
 
 
-def make_train_epoch(config, model_fn, optimizer, steps_per_epoch,
-                     batch_sharding=None):
+def build_train_epoch(config, model_fn, optimizer, steps_per_epoch,
+                      batch_sharding=None):
   """`step.make_train_epoch` for `config`'s objective, inputs and sizes."""
   train_step = step_lib.make_train_step(
       model_fn, optimizer, objectives.from_config(config, steps_per_epoch),
@@ -115,7 +115,7 @@ class SingleRun:
     model_fn = functools.partial(nnx.merge, graphdef)
     compile_start = time.perf_counter()
     self._epoch = jax.jit(
-        make_train_epoch(config, model_fn, optimizer, self.steps_per_epoch),
+        build_train_epoch(config, model_fn, optimizer, self.steps_per_epoch),
         donate_argnums=(0, 1)).lower(
             state['params'], state['opt_state'], self._train_data,
             jnp.int32(0), self.keys.train, self.keys.data).compile()

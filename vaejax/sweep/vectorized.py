@@ -118,7 +118,7 @@ class VectorizedMembers:
 
     model_fn = lambda params, mask: padding.MaskedLatents(
         nnx.merge(graphdef, params), mask)
-    epoch_fn = train.make_train_epoch(base, model_fn, optimizer,
+    epoch_fn = train.build_train_epoch(base, model_fn, optimizer,
                                       self.steps_per_epoch,
                                       batch_sharding=self.batch_sharding)
 
