@@ -35,6 +35,7 @@ def pytest_addoption(parser):
 
 
 _CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
+_PARTIAL_ENTRY = 'Error reading persistent compilation cache entry'
 
 
 def _share_compilation_cache(config):
@@ -42,6 +43,15 @@ def _share_compilation_cache(config):
   if not os.environ.get(_CACHE_ENV):  # the first pytest process of the run
     os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix='vaejax-jax-cache-')
     config.stash[_CACHE_KEY] = os.environ[_CACHE_ENV]
+  # JAX writes an entry in place, so a process may read one that another is
+  # still writing; it then warns and compiles the program itself (same
+  # result). The warning would add a line to the stderr that the binaries'
+  # tests read, so it is ignored in this run, its workers and subprocesses.
+  ignore = f'ignore:{_PARTIAL_ENTRY}:UserWarning'
+  if ignore not in os.environ.get('PYTHONWARNINGS', ''):
+    os.environ['PYTHONWARNINGS'] = ','.join(
+        w for w in (os.environ.get('PYTHONWARNINGS'), ignore) if w)
+  config.addinivalue_line('filterwarnings', ignore)
   # Cache every program, however small or quick to compile.
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
