@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import pytest
 
 from vaejax import config as config_lib
@@ -180,6 +181,31 @@ TRAIN_CASES = [
                          ids=[' '.join(a) for a, _ in TRAIN_CASES])
 def test_train_refuses_bad_flags(tmp_path, args, message):
   assert_refused('train', [*TRAIN_FLAGS, *args], message, tmp_path / 'new')
+
+
+NPZ_CASES = [
+    # A user's arrays: unfit files, and values the likelihood cannot take.
+    ({'train': 0.5, 'valid': 0.5}, [], 'needs the arrays train, valid and test'),
+    ({'train': 0.5, 'valid': 0.5, 'test': 0.5}, ['--likelihood=bernoulli'],
+     'has real values'),
+    ({'train': 1, 'valid': 0, 'test': 1}, ['--dynamic_binarization'],
+     'has binary values'),
+    ({'train': 9, 'valid': 0, 'test': 1}, ['--likelihood=bernoulli'],
+     'add --dynamic_binarization'),
+]
+
+
+@pytest.mark.parametrize('binary', ['train', 'sweep'])
+@pytest.mark.parametrize('fills, args, message', NPZ_CASES,
+                         ids=[m for _, _, m in NPZ_CASES])
+def test_a_npz_dataset_unfit_for_the_flags_is_refused(tmp_path, binary, fills,
+                                                      args, message):
+  path = tmp_path / 'mine.npz'
+  np.savez(path, **{split: np.full((200, 4, 4), value, type(value))
+                    for split, value in fills.items()})
+  flags = TRAIN_FLAGS if binary == 'train' else SWEEP_FLAGS
+  assert_refused(binary, [*flags, f'--dataset={path}', *args], message,
+                 tmp_path / 'new')
 
 
 SWEEP_CASES = [

@@ -139,3 +139,77 @@ def test_binary_trains_on_real_binarized_mnist(tmp_path, tfds_dirs):
   # One epoch of the Flax example's model: a test ELBO of about -120 nats.
   assert -135 < results['test_elbo'] < -110
   assert results['test_nll_iwae'] < -results['test_elbo']
+
+
+# --- A user's own arrays in a .npz file. ---
+
+RNG = np.random.default_rng(0)
+
+
+def splits_of(make):
+  return {'train': make(30), 'valid': make(5), 'test': make(4)}
+
+
+@pytest.mark.parametrize('make, pixels, stored', [
+    (lambda n: RNG.integers(0, 256, (n, 6, 4), np.uint8), 'grey', None),
+    (lambda n: RNG.integers(0, 256, (n, 6, 4, 3), np.int64), 'grey', np.uint8),
+    (lambda n: RNG.random((n, 6, 4)) < 0.5, 'binary', np.uint8),
+    (lambda n: (RNG.random((n, 6, 4, 1)) < 0.5).astype(np.float64), 'binary',
+     np.uint8),
+    (lambda n: RNG.normal(size=(n, 6, 4, 2)), 'real', np.float32),
+])
+def test_a_npz_file_is_read_as_its_arrays(tmp_path, make, pixels, stored):
+  arrays = splits_of(make)
+  path = str(tmp_path / 'mine.npz')
+  np.savez(path, **arrays)
+  dataset = data.load(path)
+  assert dataset.spec == data.get_spec(path)
+  assert (dataset.spec.pixels, dataset.spec.sizes) == (pixels, (30, 5, 4))
+  for split, x in arrays.items():
+    expected = x if x.ndim == 4 else x[..., None]
+    got = getattr(dataset, split)
+    assert got.dtype == (stored or x.dtype) and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected.astype(got.dtype))
+  assert dataset.spec.image_shape == expected.shape[1:]
+
+
+@pytest.mark.parametrize('arrays, message', [
+    (dict(train=np.zeros((3, 4, 4)), valid=np.zeros((3, 4, 4))),
+     'needs the arrays train, valid and test.*it has: train, valid'),
+    (dict(train=np.zeros((3, 16)), valid=np.zeros((3, 16)), test=np.zeros((3, 16))),
+     r'split train: expected examples \[N>0, H, W\]'),
+    (dict(train=np.zeros((3, 4, 4)), valid=np.zeros((0, 4, 4)), test=np.zeros((3, 4, 4))),
+     'split valid: expected examples'),
+    (dict(train=np.zeros((3, 4, 4)), valid=np.zeros((3, 4, 5)), test=np.zeros((3, 4, 4))),
+     r'differ in shape: train \(4, 4, 1\), valid \(4, 5, 1\)'),
+    (dict(train=np.full((3, 4, 4), 2, np.uint8), valid=np.zeros((3, 4, 4)),
+          test=np.zeros((3, 4, 4), np.uint8)), 'mix integer and float'),
+    (dict(train=np.arange(48).reshape(3, 4, 4) * 7, valid=np.zeros((3, 4, 4), int),
+          test=np.zeros((3, 4, 4), int)), r'split train: integer values .* 0\.\.329'),
+    (dict(train=np.full((3, 4, 4), 0.5), valid=np.zeros((3, 4, 4)),
+          test=np.full((3, 4, 4), np.nan)), 'split test: expected finite'),
+    (dict(train=np.full((2, 3, 3), 'a'), valid=np.zeros((2, 3, 3)), test=np.zeros((2, 3, 3))),
+     'expected numbers'),
+])
+def test_a_npz_file_unfit_to_train_on_says_why(tmp_path, arrays, message):
+  path = str(tmp_path / 'mine.npz')
+  np.savez(path, **arrays)
+  with pytest.raises(data.DataError, match=f'dataset {path}.*{message}'):
+    data.get_spec(path)
+
+
+def test_a_missing_or_foreign_npz_file_says_so(tmp_path):
+  with pytest.raises(data.DataError, match='cannot read it'):
+    data.get_spec(str(tmp_path / 'none.npz'))
+  path = tmp_path / 'text.npz'
+  path.write_text('not an archive')
+  with pytest.raises(data.DataError, match='not a .npz file'):
+    data.get_spec(str(path))
+
+
+def test_a_rewritten_npz_file_is_read_again(tmp_path):
+  path = str(tmp_path / 'mine.npz')
+  np.savez(path, **splits_of(lambda n: np.zeros((n, 2, 2), np.uint8)))
+  assert data.get_spec(path).pixels == 'binary'
+  np.savez(path, **splits_of(lambda n: np.full((n, 2, 2), 0.5)))
+  assert data.get_spec(path).pixels == 'real'

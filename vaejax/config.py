@@ -38,7 +38,9 @@ class TrainConfig:
       '', 'Directory for checkpoints, metrics, results and images. Running '
       'the same command again resumes the run.')
   dataset: str = _field(
-      'binarized_mnist', f'One of: {", ".join(sorted(data.DATASETS))}.')
+      'binarized_mnist', f'One of: {", ".join(sorted(data.DATASETS))}; or a '
+      'NumPy .npz file of your own with arrays train, valid and test, each '
+      '[N, H, W] or [N, H, W, C].')
   tfds_data_dir: str | None = _field(
       None, 'Where TFDS keeps prepared datasets (default: TFDS\'s own, '
       '$TFDS_DATA_DIR or ~/tensorflow_datasets).')

@@ -10,6 +10,7 @@ device once. Datasets:
 | `mnist`           | TFDS                           | train[:50000] / train[50000:] / test   | 0..255 |
 | `fashion_mnist`   | TFDS                           | train[:50000] / train[50000:] / test   | 0..255 |
 | `linear_gaussian` | generated (`linear_gaussian.py`) | 2,000 / 500 / 500, 8x8x1 real values | real   |
+| `PATH.npz`        | the user's arrays (`np.savez`)   | its `train` / `valid` / `test` arrays  | any    |
 
 `mnist` and `fashion_mnist` have no validation split in TFDS: the last 10,000
 training images are held out as validation, the first 50,000 are trained on.
@@ -18,15 +19,24 @@ TFDS datasets are read from `tfds_data_dir` once prepared there. An unprepared
 dataset is prepared from a manual dir, `<tfds_manual_dir>/<name>/` holding the
 files the TFDS builder downloads, or else downloaded by TFDS as usual.
 Preparing needs TensorFlow; reading a prepared dataset does not.
+
+A user's own data come as a `.npz` file (`np.savez(path, train=..., valid=...,
+test=...)`), each array `[N, H, W]` or `[N, H, W, C]`. What the values are is
+read from them: integers in {0, 1} (or booleans, or floats that are all 0.0
+and 1.0) are binary pixels, other integers in 0..255 grey levels, other floats
+real values (stored as float32); the likelihood is then checked against them
+as for the named datasets.
 """
 
 import dataclasses
+import functools
 import importlib.util
 import logging
 import os
 import pathlib
 import urllib.error
 import urllib.request
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -142,11 +152,22 @@ def eval_inputs(x, *, pixels, dynamic_binarization, split_index):
       dynamic_binarization=dynamic_binarization)
 
 
+def is_file(name):
+  """Whether `name` is a user's `.npz` file rather than a named dataset."""
+  return name.endswith('.npz')
+
+
 def get_spec(name):
-  """The `DatasetSpec` of `name`, or a `DataError` naming the known ones."""
+  """The `DatasetSpec` of `name`, or a `DataError` naming the known ones.
+
+  For a `.npz` file this reads and checks the file (once per process).
+  """
+  if is_file(name):
+    return _read_file(name).spec
   if name not in DATASETS:
     raise DataError(
-        f'unknown dataset {name!r}; known: {", ".join(sorted(DATASETS))}')
+        f'unknown dataset {name!r}; known: {", ".join(sorted(DATASETS))}, '
+        'or a .npz file of train, valid and test arrays')
   return DATASETS[name]
 
 
@@ -172,7 +193,9 @@ def load(name, *, tfds_data_dir=None, tfds_manual_dir=None):
     DataError: with a one-line message, if the dataset cannot be had.
   """
   spec = get_spec(name)
-  if spec.name == 'linear_gaussian':
+  if is_file(name):
+    dataset = _read_file(name)
+  elif spec.name == 'linear_gaussian':
     dataset = _generate_linear_gaussian(spec)
   else:
     dataset = _load_tfds(spec, tfds_data_dir, tfds_manual_dir)
@@ -192,7 +215,7 @@ def check_available(name, *, tfds_data_dir=None, tfds_manual_dir=None):
     DataError: a one-line message naming the dataset, the files and the flag.
   """
   spec = get_spec(name)
-  if spec.name == 'linear_gaussian' or not tfds_manual_dir:
+  if spec.name not in DATASETS or spec.name == 'linear_gaussian' or not tfds_manual_dir:
     return
   data_dir = pathlib.Path(tfds_data_dir or os.environ.get('TFDS_DATA_DIR')
                           or '~/tensorflow_datasets').expanduser()
@@ -227,6 +250,84 @@ def _generate_linear_gaussian(spec):
   shape = (-1, *spec.image_shape)
   return Dataset(spec, train.reshape(shape), valid.reshape(shape),
                  test.reshape(shape), test_log_marginal=log_marginal)
+
+
+_SPLITS = ('train', 'valid', 'test')
+
+
+def _read_file(path):
+  """The `Dataset` of a user's `.npz` file; `DataError` (one line) if unfit."""
+  try:
+    stat = os.stat(path)
+  except OSError as e:
+    raise DataError(f'dataset {path}: cannot read it ({e.strerror})') from None
+  return _read_file_cached(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_file_cached(path, mtime_ns, size):
+  del mtime_ns, size  # Cache keys only: a rewritten file is read again.
+  where = f'dataset {path}'
+  if not zipfile.is_zipfile(path):
+    raise DataError(f'{where}: not a .npz file (write one with np.savez(path, '
+                    'train=..., valid=..., test=...))')
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      missing = [s for s in _SPLITS if s not in npz.files]
+      if missing:
+        raise DataError(f'{where}: needs the arrays train, valid and test '
+                        f'(np.savez(path, train=..., valid=..., test=...)); '
+                        f'it has: {", ".join(npz.files) or "none"}')
+      arrays = {s: npz[s] for s in _SPLITS}
+  except DataError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Not a zip, a truncated one, pickled objects: whatever NumPy says.
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise DataError(f'{where}: not a readable .npz file ({first_line})') from None
+  shapes = {}
+  for split, x in arrays.items():
+    if x.ndim == 3:
+      x = arrays[split] = x[..., None]
+    if x.ndim != 4 or len(x) == 0 or 0 in x.shape:
+      raise DataError(f'{where}, split {split}: expected examples [N>0, H, W] '
+                      f'or [N>0, H, W, C], got shape {x.shape}')
+    shapes[split] = x.shape[1:]
+  if len(set(shapes.values())) > 1:
+    raise DataError(f'{where}: the splits\' examples differ in shape: ' + ', '.join(
+        f'{s} {shapes[s]}' for s in _SPLITS))
+  pixels = _pixels_of(where, arrays)
+  stored = {'binary': np.uint8, 'grey': np.uint8, 'real': np.float32}[pixels]
+  spec = DatasetSpec(path, pixels, tuple(int(d) for d in shapes['train']),
+                     tuple(len(arrays[s]) for s in _SPLITS))
+  return Dataset(spec, *(arrays[s].astype(stored) for s in _SPLITS))
+
+
+def _pixels_of(where, arrays):
+  """'binary', 'grey' or 'real' for the values of all three splits."""
+  kinds = {s: x.dtype.kind for s, x in arrays.items()}
+  if any(k not in 'biuf' for k in kinds.values()):
+    raise DataError(f'{where}: expected numbers, got dtypes ' + ', '.join(
+        f'{s} {x.dtype}' for s, x in arrays.items()))
+  floats = {k == 'f' for k in kinds.values()}
+  if len(floats) > 1:
+    raise DataError(f'{where}: the splits mix integer and float values (' + ', '.join(
+        f'{s} {x.dtype}' for s, x in arrays.items()) + '); store all three alike')
+  if all(np.isin(x, (0, 1)).all() for x in arrays.values()):
+    return 'binary'
+  if floats == {True}:
+    for split, x in arrays.items():
+      if not np.isfinite(x).all():
+        raise DataError(f'{where}, split {split}: expected finite values, '
+                        'found NaN or infinity')
+    return 'real'
+  for split, x in arrays.items():
+    if x.min() < 0 or x.max() > 255:
+      raise DataError(
+          f'{where}, split {split}: integer values must be binary (0, 1) or '
+          f'grey levels 0..255, found {x.min()}..{x.max()}; store real values '
+          'as floats')
+  return 'grey'
 
 
 def check(dataset):

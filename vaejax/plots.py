@@ -27,14 +27,14 @@ def image_grid(images, num_cols):
 
 def save_grid(path, images, num_cols, *, value_range=(0.0, 1.0)):
   """Writes an image grid as a PNG; values are clipped to `value_range`."""
+  from matplotlib import image as mpl_image  # pylint: disable=g-import-not-at-top
   low, high = value_range
-  grid = (np.clip(image_grid(images, num_cols), low, high) - low) / (high - low)
-  if grid.shape[-1] == 1:
-    from matplotlib import image as mpl_image  # pylint: disable=g-import-not-at-top
-    mpl_image.imsave(path, grid[..., 0], cmap='gray', vmin=0.0, vmax=1.0)
-  else:
-    from matplotlib import image as mpl_image  # pylint: disable=g-import-not-at-top
+  grid = (np.clip(image_grid(images, num_cols), low, high) - low) / max(
+      high - low, np.finfo(np.float32).tiny)
+  if grid.shape[-1] == 3:
     mpl_image.imsave(path, grid)
+  else:  # Grey levels; of other channel counts, the first channel.
+    mpl_image.imsave(path, grid[..., 0], cmap='gray', vmin=0.0, vmax=1.0)
 
 
 def manifold_latents(num_per_side, dtype=jnp.float32):
