@@ -4,9 +4,13 @@ Each case runs `experiments.train` or `experiments.sweep` as a user would and
 checks that it exits non-zero with exactly one line, `error: ...`, on
 stderr, before it compiles anything (JAX logs each compilation) and within
 5 seconds, and that the workdir is as it was: left uncreated when it did not
-exist, byte for byte the same when it held a run.
+exist, byte for byte the same when it held a run. Each case is a fork of a
+process that has imported the binary (`binary_server.py`), so the dozens of
+cases do not import JAX dozens of times.
 """
 
+import atexit
+import json
 import os
 import pathlib
 import shutil
@@ -121,11 +125,54 @@ def run_binary(binary, args, env=None, unprivileged=False):
 LOG_COMPILES = dict(os.environ, JAX_LOG_COMPILES='1')
 
 
+class Servers:
+  """One `binary_server.py` per binary: each case a fork of a loaded process.
+
+  A case then costs what the binary does after its imports, not a new
+  interpreter importing JAX again; its time is reported with the imports'
+  (measured once) added, the wait a user has.
+  """
+
+  def __init__(self):
+    self._servers = {}
+
+    def close():
+      for server, _ in self._servers.values():
+        server.stdin.close()
+        server.wait(timeout=60)
+    atexit.register(close)
+
+  def run(self, binary, args):
+    if binary not in self._servers:
+      server = subprocess.Popen(
+          [sys.executable, str(REPO_ROOT / 'tests' / 'binary_server.py'),
+           f'experiments.{binary}'], cwd=REPO_ROOT, env=LOG_COMPILES,
+          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+      import_seconds = json.loads(server.stdout.readline())['import_seconds']
+      self._servers[binary] = server, import_seconds
+    server, import_seconds = self._servers[binary]
+    with tempfile.TemporaryDirectory() as out:
+      paths = {name: os.path.join(out, name) for name in ('stdout', 'stderr')}
+      server.stdin.write(json.dumps({'args': args, **paths}) + '\n')
+      server.stdin.flush()
+      reply = json.loads(server.stdout.readline())
+      output = {name: pathlib.Path(path).read_text() for name, path in paths.items()}
+    result = subprocess.CompletedProcess(args, reply['returncode'], **output)
+    return result, import_seconds + reply['seconds']
+
+
+SERVERS = Servers()
+
+
 def assert_refused(binary, args, message, workdir, unprivileged=False,
                    limit=SECONDS, uses_device=False):
   before = snapshot(workdir)
-  result, seconds = run_binary(binary, [f'--workdir={workdir}', *args],
-                               None if uses_device else LOG_COMPILES, unprivileged)
+  args = [f'--workdir={workdir}', *args]
+  if uses_device or unprivileged:
+    result, seconds = run_binary(binary, args, None if uses_device else LOG_COMPILES,
+                                 unprivileged)
+  else:
+    result, seconds = SERVERS.run(binary, args)
   lines = result.stderr.strip().splitlines()
   assert result.returncode != 0, result.stdout[-2000:]
   assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
