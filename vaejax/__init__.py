@@ -1,6 +1,12 @@
 """vaejax: variational autoencoders in JAX and Flax NNX."""
 
+from vaejax import distributions  # noqa: F401  (the module, vaejax.distributions)
 from vaejax import elbo  # the module, which called is the function elbo
+from vaejax.distributions import DiagonalGaussian
+from vaejax.distributions import FullCovarianceGaussian
+from vaejax.distributions import MixtureOfDiagonalGaussians
+from vaejax.distributions import StandardNormal
+from vaejax.distributions import kl_divergence
 from vaejax.elbo import ElboTerms
 from vaejax.elbo import iwae_bound
 from vaejax.elbo import log_importance_weights
@@ -19,8 +25,12 @@ from vaejax.linear_gaussian import make_linear_gaussian
 __version__ = "0.1.0"
 
 __all__ = (
+    "DiagonalGaussian",
     "ElboTerms",
+    "FullCovarianceGaussian",
     "LinearGaussian",
+    "MixtureOfDiagonalGaussians",
+    "StandardNormal",
     "bernoulli_log_prob",
     "diag_gaussian_kl",
     "elbo",
@@ -28,6 +38,7 @@ __all__ = (
     "gaussian_kl_tril",
     "gaussian_log_prob",
     "iwae_bound",
+    "kl_divergence",
     "log_importance_weights",
     "make_linear_gaussian",
     "negative_elbo",

@@ -5,19 +5,23 @@ q(z|x),
 
   log p(x) - KL(q(z|x) || p(z|x)) = E_q[log p(x|z)] - KL(q(z|x) || p(z)),
 
-the right-hand side is the ELBO; the training loss is -ELBO. The prior is
-p(z) = N(0, I) and q(z|x) = N(mean(x), diag(exp(log_var(x)))).
+the right-hand side is the ELBO; the training loss is -ELBO.
 
-A `model` is anything with two methods, for ONE example (`vaejax.models.Model`):
+A `model` is anything with these methods, for ONE example
+(`vaejax.models.Model`):
 
-  model.encode(x) -> (mean, log_var)     each `[latent_dim]`
+  model.encode(x) -> q(z|x)              a distribution over `[latent_dim]`
+                                         (`vaejax.distributions`), or
+                                         (mean, log_var), each `[latent_dim]`,
+                                         for N(mean, diag(exp(log_var)))
   model.log_likelihood(x, z) -> scalar   log p(x|z)
+  model.prior() -> p(z)                  optional; N(0, I) if absent
 
-so users can plug in their own networks; a method with a keyword-only `key`
-(dropout, stochastic layers) is given a key of its own, derived from the
-draws' key, which keeps the draws of z those of a model without one. The
-functions here take one example; `negative_elbo` and `negative_iwae_bound`
-are the batched training losses.
+so users can plug in their own networks, posteriors and priors; a method
+with a keyword-only `key` (dropout, stochastic layers) is given a key of its
+own, derived from the draws' key, which keeps the draws of z those of a
+model without one. The functions here take one example; `negative_elbo` and
+`negative_iwae_bound` are the batched training losses.
 """
 
 import functools
@@ -31,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from vaejax import checks
-from vaejax import kl as kl_lib
+from vaejax import distributions
 from vaejax import models
 
 # fold_in tags of the keys given to a model's own randomness; far from the
@@ -57,9 +61,9 @@ class ElboTerms(NamedTuple):
 def reparameterize(key, mean, log_var, num_samples=None):
   """Draws z = mean + exp(log_var / 2) * eps with eps ~ N(0, I).
 
-  The noise is drawn latent-major, as a `[L, K]` array, so that the first k
-  dimensions' draws are the same whatever L (JAX's counter-based random bits
-  agree on a prefix of the leading axis): a model padded to more latent
+  `DiagonalGaussian(mean, log_var).sample(key, num_samples)`: the noise is
+  drawn latent-major (`distributions.noise`), so that the first k dimensions'
+  draws are the same whatever L, and a model padded to more latent
   dimensions, as in a vectorised sweep, draws the noise of the model it pads.
 
   Args:
@@ -74,50 +78,58 @@ def reparameterize(key, mean, log_var, num_samples=None):
   if num_samples is None:
     std = jnp.exp(0.5 * log_var)
     return mean + std * jax.random.normal(key, mean.shape, mean.dtype)
-  return _draw(key, mean, log_var, num_samples)[0]
-
-
-def _draw(key, mean, log_var, num_samples):
-  """`reparameterize`'s K draws `[K, L]`, and their noise eps `[K, L]`."""
-  eps = jnp.moveaxis(
-      jax.random.normal(key, (*mean.shape, num_samples), mean.dtype), -1, 0)
-  return mean[None] + jnp.exp(0.5 * log_var)[None] * eps, eps
-
-
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _standard_normal_log_prob(z):
-  """log N(z; 0, I)."""
-  return -0.5 * jnp.sum(_LOG_2PI + jnp.square(z))
+  return distributions.DiagonalGaussian(mean, log_var).sample(key, num_samples)
 
 
 def posterior(model, x, key):
-  """q(z|x) of one example, (mean, log_var), from `model.encode(x)`.
+  """q(z|x) of one example, a distribution, from `model.encode(x)`.
 
-  A model whose `encode` takes a `key` gets one of its own, from `key`.
+  `encode` returns a distribution of `vaejax.distributions` (or one of the
+  user's with `sample_and_noise`, `noise_log_prob` and `log_prob`), or a
+  `(mean, log_var)` pair, taken as a `DiagonalGaussian`. A model whose
+  `encode` takes a `key` gets one of its own, from `key`.
   """
   if models.takes_key(model.encode):
-    mean, log_var = model.encode(x, key=jax.random.fold_in(key, _ENCODE_TAG))
+    encoded = model.encode(x, key=jax.random.fold_in(key, _ENCODE_TAG))
   else:
-    mean, log_var = model.encode(x)
-  if jnp.ndim(mean) != 1 or jnp.shape(mean) != jnp.shape(log_var):
+    encoded = model.encode(x)
+  q = distributions.as_distribution(encoded)
+  if isinstance(q, distributions.DiagonalGaussian):
+    parts, expected = (('mean', q.mean), ('log_var', q.log_var)), '[L] each'
+  elif isinstance(q, distributions.FullCovarianceGaussian):
+    parts, expected = (('mean', q.mean), ('scale_tril', q.scale_tril)), '[L] and [L, L]'
+  else:
+    return q
+  ranks = (1, 1) if expected == '[L] each' else (1, 2)
+  if (any(jnp.ndim(a) != r for (_, a), r in zip(parts, ranks))
+      or len({d for _, a in parts for d in jnp.shape(a)}) != 1):
+    got = ' and '.join(f'{name} {checks.shape_of(a)}' for name, a in parts)
     raise ValueError(
-        f'model.encode(x) returned mean {checks.shape_of(mean)} and log_var '
-        f'{checks.shape_of(log_var)} for x {checks.shape_of(x)}; expected [L] '
-        'each for ONE example (vmap over a batch, or use negative_elbo)')
-  return mean, log_var
+        f'model.encode(x) returned {got} for x {checks.shape_of(x)}; expected '
+        f'{expected} for ONE example (vmap over a batch, or use negative_elbo)')
+  return q
 
 
-def _log_weights(model, x, log_var, z, eps, key):
+def prior(model, q):
+  """p(z): `model.prior()` where the model has one, else N(0, I) of q's size."""
+  if not hasattr(model, 'prior'):
+    return distributions.StandardNormal(q.dim, jnp.result_type(q.mean))
+  p = model.prior()
+  if p.dim != q.dim:
+    raise ValueError(f'model.prior() is over {p.dim} latent dimensions and '
+                     f'model.encode(x) over {q.dim}; they must agree')
+  return p
+
+
+def _log_weights(model, x, q, p, z, eps, key):
   """log p(x|z_k) and log q(z_k|x) - log p(z_k) for draws z `[K, L]`.
 
-  log q(z_k|x) is evaluated from the noise, z_k = mean + std * eps_k:
-  -1/2 sum [log(2 pi) + log_var + eps_k^2]. Recovering eps_k as
-  (z_k - mean) / std instead cancels catastrophically where std is small
-  next to the mean (5.9 nats off over 50 dimensions in float32 at mean 8,
-  log_var -30). A `log_likelihood` that takes a key gets one per draw, from
-  `key`.
+  log q(z_k|x) is evaluated from the noise, z_k = mean + L eps_k
+  (`noise_log_prob`): for a diagonal q, -1/2 sum [log(2 pi) + log_var +
+  eps_k^2]. Recovering eps_k as (z_k - mean) / std instead cancels
+  catastrophically where std is small next to the mean (5.9 nats off over
+  50 dimensions in float32 at mean 8, log_var -30). A `log_likelihood` that
+  takes a key gets one per draw, from `key`.
   """
   if models.takes_key(model.log_likelihood):
     keys = jax.random.split(jax.random.fold_in(key, _DECODE_TAG), z.shape[0])
@@ -127,40 +139,53 @@ def _log_weights(model, x, log_var, z, eps, key):
     log_likelihood = lambda z, _: model.log_likelihood(x, z)
 
   def one_draw(z, eps, key):
-    log_q = -0.5 * jnp.sum(_LOG_2PI + log_var + jnp.square(eps))
+    log_q = q.noise_log_prob(eps)
     value = log_likelihood(z, key)
     if jnp.shape(value) != ():
       raise ValueError(
           f'model.log_likelihood(x, z) returned {checks.shape_of(value)} for x '
           f'{checks.shape_of(x)}; expected a scalar, log p(x|z) summed over '
           "the example's dimensions")
-    return value, log_q - _standard_normal_log_prob(z)
+    return value, log_q - p.log_prob(z)
 
   return jax.vmap(one_draw)(z, eps, keys)
+
+
+def _draws(model, x, key, num_samples):
+  """q, p, and the log-likelihoods and log q - log p of K draws z_k ~ q(z|x)."""
+  q = posterior(model, x, key)
+  p = prior(model, q)
+  z, eps = q.sample_and_noise(key, num_samples)
+  return q, p, _log_weights(model, x, q, p, z, eps, key)
 
 
 def elbo(model, x, key, *, num_samples=1, beta=1.0, analytic_kl=True):
   """The ELBO of one example, E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)).
 
   Args:
-    model: has `encode(x) -> (mean, log_var)` and `log_likelihood(x, z)`.
+    model: has `encode(x)`, returning q(z|x) (a distribution or `(mean,
+      log_var)`), `log_likelihood(x, z)`, and optionally `prior()`.
     x: one example, e.g. `[D]`.
     key: a `jax.random.key` for the reparameterized draws.
     num_samples: K, the number of draws z_k ~ q(z|x) averaged in the
       reconstruction term.
     beta: weight of the KL term (1 for the ELBO proper).
-    analytic_kl: True for the closed form `standard_normal_kl`; False for the
+    analytic_kl: True for the closed form `distributions.kl_divergence(q, p)`
+      (for a pair without one, a TypeError at trace time); False for the
       estimate 1/K sum_k [log q(z_k|x) - log p(z_k)] on the same draws.
 
   Returns:
     `ElboTerms` of scalars: elbo = log_likelihood - beta * kl.
   """
-  mean, log_var = posterior(model, x, key)
-  z, eps = _draw(key, mean, log_var, num_samples)
-  log_likelihoods, log_ratios = _log_weights(model, x, log_var, z, eps, key)
+  q, p, (log_likelihoods, log_ratios) = _draws(model, x, key, num_samples)
   log_likelihood = jnp.mean(log_likelihoods)
   if analytic_kl:
-    kl = kl_lib.standard_normal_kl(mean, log_var)
+    if not distributions.has_closed_form_kl(q, p):
+      raise TypeError(
+          f'analytic_kl=True needs KL(q || p) in closed form, and there is none '
+          f'for q {type(q).__name__} || p {type(p).__name__}: use '
+          'analytic_kl=False (the estimate from the draws)')
+    kl = distributions.kl_divergence(q, p)
   else:
     kl = jnp.mean(log_ratios)
   return ElboTerms(log_likelihood - beta * kl, log_likelihood, kl)
@@ -170,7 +195,7 @@ def log_importance_weights(model, x, key, num_samples):
   """log w_k = log p(x, z_k) - log q(z_k|x) for K draws z_k ~ q(z|x).
 
   Args:
-    model: has `encode(x) -> (mean, log_var)` and `log_likelihood(x, z)`.
+    model: has `encode(x)`, `log_likelihood(x, z)` and optionally `prior()`.
     x: one example, e.g. `[D]`.
     key: a `jax.random.key` for the draws.
     num_samples: K.
@@ -178,9 +203,7 @@ def log_importance_weights(model, x, key, num_samples):
   Returns:
     `[K]` log-weights; `iwae_bound` is their log-mean-exp.
   """
-  mean, log_var = posterior(model, x, key)
-  z, eps = _draw(key, mean, log_var, num_samples)
-  log_likelihoods, log_ratios = _log_weights(model, x, log_var, z, eps, key)
+  _, _, (log_likelihoods, log_ratios) = _draws(model, x, key, num_samples)
   return log_likelihoods - log_ratios
 
 
@@ -194,7 +217,7 @@ def iwae_bound(model, x, key, num_samples):
   large K the standard estimate of log p(x) (test NLL = -L_K).
 
   Args:
-    model: has `encode(x) -> (mean, log_var)` and `log_likelihood(x, z)`.
+    model: has `encode(x)`, `log_likelihood(x, z)` and optionally `prior()`.
     x: one example, e.g. `[D]`.
     key: a `jax.random.key` for the draws.
     num_samples: K.
@@ -242,7 +265,7 @@ def negative_elbo(model, batch, key, *, num_samples=1, beta=1.0,
   the batch.
 
   Args:
-    model: has `encode(x) -> (mean, log_var)` and `log_likelihood(x, z)`.
+    model: has `encode(x)`, `log_likelihood(x, z)` and optionally `prior()`.
     batch: `[B, ...]` examples.
     key: a `jax.random.key`.
     num_samples: draws per example, as in `elbo`.
@@ -270,7 +293,7 @@ def negative_iwae_bound(model, batch, key, *, num_samples):
   from `key`, as in `negative_elbo`.
 
   Args:
-    model: has `encode(x) -> (mean, log_var)` and `log_likelihood(x, z)`.
+    model: has `encode(x)`, `log_likelihood(x, z)` and optionally `prior()`.
     batch: `[B, ...]` examples.
     key: a `jax.random.key`.
     num_samples: K.

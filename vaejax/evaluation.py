@@ -113,13 +113,13 @@ def make_latent_stats(model_fn, batch_size):
 
   def latent_stats(params, x, key, *model_args):
     model = model_fn(params, *model_args)
-    mean, log_var = map_over_examples(
+    q = map_over_examples(
         lambda indices: jax.vmap(functools.partial(posterior, model))(
             x[indices], _example_keys(key, indices)),
         x.shape[0], batch_size)
-    active = jnp.sum(jnp.var(mean, axis=0) > ACTIVE_UNIT_THRESHOLD)
+    active = jnp.sum(jnp.var(q.mean, axis=0) > ACTIVE_UNIT_THRESHOLD)
     per_dim = jax.vmap(jax.vmap(
-        lambda m, v: kl_lib.standard_normal_kl(m[None], v[None])))(mean, log_var)
+        lambda m, v: kl_lib.standard_normal_kl(m[None], v[None])))(q.mean, q.log_var)
     return active, jnp.mean(per_dim, axis=0)
 
   return latent_stats
@@ -183,7 +183,7 @@ def save_images(path, model, test_x, samples_key, latent_dim, value_range):
   # the model would compile anew for every member of a sweep.
   decode = jax.vmap(model.mean_image)
   reconstruct = jax.vmap(
-      lambda x: model.mean_image(posterior(model, x, samples_key)[0]))
+      lambda x: model.mean_image(posterior(model, x, samples_key).mean))
   save = functools.partial(plots.save_grid, value_range=value_range)
   originals = test_x[:16]
   save(path / 'reconstructions.png',

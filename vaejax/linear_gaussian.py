@@ -13,6 +13,14 @@ the encoder, log p(x, z) - log q(z|x) = log p(x) for every z, so the ELBO is
 tight; with any other encoder it lies below log p(x) by KL(q || p(z|x)). This
 makes the model a reference for the ELBO and the importance-weighted bound, and
 its samples a dataset whose true log-likelihood is known.
+
+For any W the exact posterior is a full-covariance Gaussian (`posterior`),
+with precision Lambda = I + W^T W / sigma^2. The best diagonal posterior
+(`best_diagonal_posterior`: the exact mean, variances 1 / Lambda_kk) falls
+short of log p(x) by the mean-field gap
+KL(q || p(z|x)) = 1/2 (sum_k log Lambda_kk - log det Lambda), zero exactly
+when the columns of W are orthogonal (`make_linear_gaussian(...,
+correlation=0)`).
 """
 
 import math
@@ -21,6 +29,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from vaejax import distributions
 from vaejax import likelihoods
 
 
@@ -46,6 +55,47 @@ class LinearGaussian(NamedTuple):
     post_var = noise_var / (noise_var + column_sq_norms)
     post_mean = post_var * (self.weight.T @ (x - self.bias)) / noise_var
     return post_mean, jnp.log(post_var)
+
+  def _precision(self):
+    """Lambda = I + W^T W / sigma^2 `[L, L]`, the posterior precision."""
+    latent_dim = self.weight.shape[1]
+    return jnp.eye(latent_dim, dtype=self.weight.dtype) + (
+        self.weight.T @ self.weight) * jnp.exp(-self.log_var)
+
+  def _posterior_mean(self, x, precision_tril):
+    """Lambda^-1 W^T (x - b) / sigma^2, by two triangular solves."""
+    rhs = self.weight.T @ (x - self.bias) * jnp.exp(-self.log_var)
+    half = jax.scipy.linalg.solve_triangular(precision_tril, rhs, lower=True)
+    return jax.scipy.linalg.solve_triangular(precision_tril.T, half, lower=False)
+
+  def posterior(self, x):
+    """The exact posterior p(z|x), a `FullCovarianceGaussian`, for any W.
+
+    Its covariance Lambda^-1 gets a lower-triangular factor without an
+    inverse: with J the order-reversing permutation and C C^T = J Lambda J
+    (Cholesky), L = J C^-T J is lower-triangular and L L^T = Lambda^-1.
+    """
+    precision = self._precision()
+    flipped_tril = jnp.linalg.cholesky(precision[::-1, ::-1])
+    eye = jnp.eye(precision.shape[0], dtype=precision.dtype)
+    inverse_transpose = jax.scipy.linalg.solve_triangular(
+        flipped_tril, eye, lower=True, trans='T')
+    scale_tril = inverse_transpose[::-1, ::-1]
+    return distributions.FullCovarianceGaussian(
+        self._posterior_mean(x, jnp.linalg.cholesky(precision)), scale_tril)
+
+  def best_diagonal_posterior(self, x):
+    """The `DiagonalGaussian` closest to p(z|x) in KL(q || p): mean, 1 / Lambda_kk."""
+    precision = self._precision()
+    return distributions.DiagonalGaussian(
+        self._posterior_mean(x, jnp.linalg.cholesky(precision)),
+        -jnp.log(jnp.diagonal(precision)))
+
+  def mean_field_gap(self):
+    """KL(best diagonal q || p(z|x)) = 1/2 (sum_k log Lambda_kk - log det Lambda), any x."""
+    precision = self._precision()
+    half_log_det = jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(precision))))
+    return 0.5 * jnp.sum(jnp.log(jnp.diagonal(precision))) - half_log_det
 
   def log_likelihood(self, x, z):
     """log p(x|z) = log N(x; W z + b, sigma^2 I)."""
@@ -76,17 +126,22 @@ class LinearGaussian(NamedTuple):
 
 
 def make_linear_gaussian(key, data_dim, latent_dim, *, noise_std=0.5,
-                         dtype=jnp.float32):
-  """A random model whose W has orthogonal columns, so `encode` is exact.
+                         correlation=0.0, dtype=jnp.float32):
+  """A random model; with `correlation=0` its W has orthogonal columns.
 
-  W = U diag(s) with U `[D, L]` orthonormal columns (from a QR decomposition)
-  and column norms s spread over [1, 3]; b ~ N(0, I).
+  W = U diag(s) M with U `[D, L]` orthonormal columns (from a QR
+  decomposition), column norms s spread over [1, 3], and M the Cholesky
+  factor (upper) of the matrix with ones on the diagonal and `correlation`
+  elsewhere, so W^T W = M^T diag(s^2) M: at 0 the columns are orthogonal
+  and `encode` is exact; above 0 they are not, and only `posterior` is.
+  b ~ N(0, I).
 
   Args:
     key: a `jax.random.key`.
     data_dim: D.
     latent_dim: L, at most D.
     noise_std: sigma, the observation noise.
+    correlation: in [0, 1), how far from orthogonal W's columns are.
     dtype: the parameters' floating dtype.
 
   Returns:
@@ -95,11 +150,19 @@ def make_linear_gaussian(key, data_dim, latent_dim, *, noise_std=0.5,
   if not 1 <= latent_dim <= data_dim:
     raise ValueError(
         f'latent_dim must be in [1, data_dim={data_dim}], got {latent_dim}')
+  if not 0 <= correlation < 1:
+    raise ValueError(f'correlation must be in [0, 1), got {correlation}')
   weight_key, bias_key = jax.random.split(key)
   basis, _ = jnp.linalg.qr(
       jax.random.normal(weight_key, (data_dim, latent_dim), dtype))
   scales = jnp.linspace(1.0, 3.0, latent_dim, dtype=dtype)
+  weight = basis * scales[None]
+  if correlation:
+    ones = jnp.ones((latent_dim, latent_dim), dtype)
+    mixing = jnp.linalg.cholesky(
+        correlation * ones + (1 - correlation) * jnp.eye(latent_dim, dtype=dtype)).T
+    weight = weight @ mixing
   return LinearGaussian(
-      weight=basis * scales[None],
+      weight=weight,
       bias=jax.random.normal(bias_key, (data_dim,), dtype),
       log_var=jnp.asarray(2.0 * math.log(noise_std), dtype))
