@@ -227,6 +227,15 @@ TRAIN_CASES = [
     (['--lr_decay_epochs=3'], '--lr_decay_epochs applies to --lr_schedule=step only'),
     (['--objective=iwae', '--noanalytic_kl'], '--noanalytic_kl has no effect here'),
     (['--optimizer=adagrad', '--adam_eps=1e-4'], '--adam_eps applies to --optimizer=adam'),
+    # Posterior and prior families.
+    (['--posterior=full'], "--posterior='full' is not one of"),
+    (['--prior=vampprior'], "--prior='vampprior' is not one of"),
+    (['--prior=vamp'], 'no closed-form KL(q || p): add --noanalytic_kl'),
+    (['--prior=vamp', '--noanalytic_kl', '--posterior=full_covariance'],
+     'needs --posterior=diagonal'),
+    (['--prior=vamp', '--noanalytic_kl', '--vamp_components=0'],
+     '--vamp_components must be positive'),
+    (['--vamp_components=10'], '--vamp_components applies to --prior=vamp only'),
     # Missing data files.
     (MISSING_DATA, 'missing: binarized_mnist_train.amat'),
 ]

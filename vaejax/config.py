@@ -68,6 +68,18 @@ class TrainConfig:
   gaussian_variance: str = _field(
       'learned', 'Gaussian likelihood: "learned" (a per-pixel parameter) or a '
       'fixed variance, e.g. 0.01.')
+  posterior: str = _field(
+      'diagonal', 'q(z|x): diagonal, N(mean, diag(exp(log_var))); or '
+      'full_covariance, N(mean, L L^T) with the encoder predicting the '
+      'Cholesky factor L.')
+  prior: str = _field(
+      'standard_normal', 'p(z): standard_normal; learned_diagonal, N(m, '
+      'diag(exp(v))) with m and v learned; or vamp, the VampPrior (Tomczak & '
+      'Welling 2018), a uniform mixture of the posteriors at learned '
+      'pseudo-inputs (no closed-form KL: with --objective=elbo it needs '
+      '--noanalytic_kl).')
+  vamp_components: int = _field(
+      500, '--prior=vamp: the number of pseudo-inputs.')
   num_epochs: int = _field(10, 'Training epochs.')
   batch_size: int = _field(128, 'Examples per training step.')
   optimizer: str = _field('adam', 'adam, adamw or adagrad.')
@@ -251,6 +263,15 @@ def validate(config):
   _check_choice('activation', c.activation, nets.ACTIVATIONS)
   _check_choice('kernel_init', c.kernel_init, nets.KERNEL_INITS)
   _check_choice('likelihood', c.likelihood, nets.LIKELIHOODS)
+  _check_choice('posterior', c.posterior, nets.POSTERIORS)
+  _check_choice('prior', c.prior, nets.PRIORS)
+  _check_positive('vamp_components', c.vamp_components)
+  if c.prior == 'vamp' and c.posterior != 'diagonal':
+    raise ConfigError('--prior=vamp is a mixture of diagonal posteriors: it '
+                      'needs --posterior=diagonal')
+  if c.prior == 'vamp' and c.objective == 'elbo' and c.analytic_kl:
+    raise ConfigError('--prior=vamp has no closed-form KL(q || p): add '
+                      '--noanalytic_kl (the KL estimated from the draws)')
   _check_choice('optimizer', c.optimizer, ('adam', 'adamw', 'adagrad'))
   _check_choice('lr_schedule', c.lr_schedule, LR_SCHEDULES)
   _check_choice('objective', c.objective, objectives.OBJECTIVES)
@@ -330,6 +351,8 @@ def _check_no_ignored_flags(c):
   if c.optimizer == 'adagrad':
     ignored += [(n, '--optimizer=adam or adamw')
                 for n in ('adam_b1', 'adam_b2', 'adam_eps')]
+  if c.prior != 'vamp':
+    ignored.append(('vamp_components', '--prior=vamp'))
   if c.architecture == 'mlp':
     ignored.append(('conv_channels', '--architecture=conv'))
   if c.architecture == 'conv':

@@ -15,8 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaejax import distributions
 from vaejax import kl as kl_lib
+from vaejax import nets
 from vaejax import plots
+from vaejax import elbo as elbo_lib
 from vaejax.elbo import elbo
 from vaejax.elbo import iwae_bound
 from vaejax.elbo import log_importance_weights
@@ -46,18 +49,27 @@ def _example_keys(key, indices):
   return jax.vmap(functools.partial(jax.random.fold_in, key))(indices)
 
 
+def _elbo(model, x, key):
+  """The ELBO with the closed-form KL where q and p have one, else estimated."""
+  q = posterior(model, x, key)
+  return elbo(model, x, key, analytic_kl=distributions.has_closed_form_kl(
+      q, elbo_lib.prior(model, q)))
+
+
 def make_evaluate(model_fn, batch_size):
   """`evaluate(params, x, key, *model_args)` -> mean `ElboTerms` over x.
 
   The ELBO proper (beta = 1) with one draw per example, from
-  `fold_in(key, index)`, in batches of `batch_size`.
+  `fold_in(key, index)`, in batches of `batch_size`; its KL in closed form
+  where the posterior and prior have one (not the VampPrior's), else the
+  estimate from the same draw.
   """
 
   def evaluate(params, x, key, *model_args):
     model = model_fn(params, *model_args)
 
     def chunk(indices):
-      return jax.vmap(functools.partial(elbo, model))(
+      return jax.vmap(functools.partial(_elbo, model))(
           x[indices], _example_keys(key, indices))
 
     terms = map_over_examples(chunk, x.shape[0], batch_size)
@@ -118,11 +130,26 @@ def make_latent_stats(model_fn, batch_size):
             x[indices], _example_keys(key, indices)),
         x.shape[0], batch_size)
     active = jnp.sum(jnp.var(q.mean, axis=0) > ACTIVE_UNIT_THRESHOLD)
-    per_dim = jax.vmap(jax.vmap(
-        lambda m, v: kl_lib.standard_normal_kl(m[None], v[None])))(q.mean, q.log_var)
-    return active, jnp.mean(per_dim, axis=0)
+    return active, _mean_kl_per_dim(q, model.prior() if hasattr(model, 'prior') else None)
 
   return latent_stats
+
+
+def _mean_kl_per_dim(q, p):
+  """`[L]` mean over examples of each dimension's KL, where the KL is a sum
+  over dimensions (diagonal q, prior N(0, I) or diagonal); else None."""
+  if not isinstance(q, distributions.DiagonalGaussian):
+    return None
+  if p is None or isinstance(p, distributions.StandardNormal):
+    per_dim = jax.vmap(jax.vmap(
+        lambda m, v: kl_lib.standard_normal_kl(m[None], v[None])))(q.mean, q.log_var)
+  elif isinstance(p, distributions.DiagonalGaussian):
+    one = lambda m, v, pm, pv: kl_lib.diag_gaussian_kl(m[None], v[None], pm[None], pv[None])
+    per_dim = jax.vmap(jax.vmap(one), in_axes=(0, 0, None, None))(
+        q.mean, q.log_var, p.mean, p.log_var)
+  else:
+    return None
+  return jnp.mean(per_dim, axis=0)
 
 
 def make_final_evaluation(model_fn, *, batch_size, iwae_samples,
@@ -164,7 +191,8 @@ def results_of(config, final, test_log_marginal=None):
       'test_nll_iwae_stderr': float(bounds.std() / np.sqrt(len(bounds))),
       'iwae_samples': config.eval_iwae_samples,
       'active_units': int(final['active']),
-      'kl_per_dim': [float(v) for v in final['kl_per_dim'][:config.latent_dim]],
+      'kl_per_dim': None if final['kl_per_dim'] is None else [
+          float(v) for v in final['kl_per_dim'][:config.latent_dim]],
   }
   if test_log_marginal is not None:
     results['test_nll_true'] = float(-np.mean(test_log_marginal))
@@ -188,7 +216,7 @@ def save_images(path, model, test_x, samples_key, latent_dim, value_range):
   originals = test_x[:16]
   save(path / 'reconstructions.png',
        jnp.concatenate([originals, reconstruct(originals)]), num_cols=16)
-  z = jax.random.normal(samples_key, (64, latent_dim))
+  z = nets.prior_draws(model, samples_key, 64, latent_dim)
   save(path / 'samples.png', decode(z), num_cols=8)
   if latent_dim == 2:
     save(path / 'manifold.png', decode(plots.manifold_latents(20)), num_cols=20)

@@ -58,7 +58,9 @@ def _conv(config, rngs):
 def _common(config):
   return dict(activation=config.activation, kernel_init=config.kernel_init,
               likelihood=config.likelihood,
-              gaussian_variance=config.gaussian_variance)
+              gaussian_variance=config.gaussian_variance,
+              posterior=config.posterior, prior=config.prior,
+              vamp_components=config.vamp_components)
 
 
 # --architecture -> factory(config, rngs) returning an nnx.Module model.

@@ -3,10 +3,13 @@
 The modules hold parameters only (no RNG streams, no losses) and implement the
 protocol of `vaejax.elbo`:
 
-  encode(x) -> (mean, log_var)    x `[H, W, C]`, mean and log_var `[L]`
+  encode(x) -> q(z|x)             x `[H, W, C]`; (mean, log_var), each `[L]`,
+                                  or a `FullCovarianceGaussian`
   log_likelihood(x, z) -> scalar  log p(x|z)
+  prior() -> p(z)                 N(0, I), a learned diagonal Gaussian, or
+                                  the VampPrior
   decode(z) -> `[H, W, C]`        Bernoulli logits, or the Gaussian mean
-  sample(key, num) -> `[num, H, W, C]`  decoder means at z ~ N(0, I)
+  sample(key, num) -> `[num, H, W, C]`  decoder means at z ~ p(z)
 
 Batch with `jax.vmap`; `nnx.split(model, nnx.Param)` gives the trainable
 arrays. Expressible architectures include the Flax example (784-500-20, ReLU),
@@ -21,6 +24,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from vaejax import distributions
 from vaejax import likelihoods
 
 ACTIVATIONS = {
@@ -42,6 +46,34 @@ KERNEL_INITS = {
 }
 
 LIKELIHOODS = ('bernoulli', 'gaussian')
+POSTERIORS = ('diagonal', 'full_covariance')
+PRIORS = ('standard_normal', 'learned_diagonal', 'vamp')
+
+# VampPrior pseudo-inputs: free parameters initialised N(0.05, 0.01^2), seen
+# through clip(u, 0, 1) where the data are pixels in [0, 1] (Tomczak &
+# Welling's hardtanh). The reference code's default mean, -0.05, would start
+# every pixel below the clip, where it passes no gradient.
+PSEUDO_INPUT_INIT = (0.05, 0.01)
+
+
+def encoder_size(latent_dim, posterior):
+  """The encoder's output size: mean and log-variance, plus for a full
+  covariance the L (L - 1) / 2 entries below the Cholesky factor's diagonal."""
+  extra = latent_dim * (latent_dim - 1) // 2 if posterior == 'full_covariance' else 0
+  return 2 * latent_dim + extra
+
+
+def full_covariance_posterior(raw, latent_dim):
+  """`FullCovarianceGaussian` from an encoder output `[encoder_size]`.
+
+  The factor's diagonal is exp(log_var / 2), log_var through `bound_log_var`
+  (the same bounded range as the diagonal posterior, so nothing overflows);
+  the entries below it are the outputs themselves, row by row.
+  """
+  mean, log_var, lower = jnp.split(raw, [latent_dim, 2 * latent_dim])
+  rows, cols = jnp.tril_indices(latent_dim, -1)
+  scale_tril = jnp.diag(jnp.exp(0.5 * bound_log_var(log_var)))
+  return distributions.FullCovarianceGaussian(mean, scale_tril.at[rows, cols].set(lower))
 
 # The encoder's log-variance is the identity of the network's output on this
 # range and saturates within 1 beyond it (`bound_log_var`).
@@ -73,27 +105,66 @@ def bound_log_var(raw, low=LOG_VAR_MIN, high=LOG_VAR_MAX):
 
 
 class VAE(nnx.Module):
-  """Shared likelihood and protocol; subclasses build `encoder` and `decoder`.
+  """Shared posterior, prior, likelihood and protocol; subclasses build
+  `encoder` and `decoder`.
 
-  `encoder` maps one example to `[2 L]` (mean, then log-variance); `decoder`
-  maps `[L]` to the data shape. For the Gaussian likelihood the observation
-  log-variance is a learned per-pixel parameter (independent of z) or fixed.
+  `encoder` maps one example to `[encoder_size(L, posterior)]` (mean, then
+  log-variance, then for a full covariance the factor's entries below the
+  diagonal); `decoder` maps `[L]` to the data shape. For the Gaussian
+  likelihood the observation log-variance is a learned per-pixel parameter
+  (independent of z) or fixed. The prior is N(0, I), a diagonal Gaussian
+  with learned mean and log-variance (starting at N(0, I)), or the VampPrior
+  (Tomczak & Welling 2018): the uniform mixture of the posteriors at
+  `vamp_components` learned pseudo-inputs.
   """
 
-  def __init__(self, data_shape, latent_dim, likelihood, gaussian_variance):
+  def __init__(self, data_shape, latent_dim, likelihood, gaussian_variance,
+               posterior='diagonal', prior='standard_normal', vamp_components=500,
+               rngs=None):
     if likelihood not in LIKELIHOODS:
       raise ValueError(f'unknown likelihood {likelihood!r}; known: {LIKELIHOODS}')
+    if posterior not in POSTERIORS or prior not in PRIORS:
+      raise ValueError(f'posterior {posterior!r} / prior {prior!r}: known are '
+                       f'{POSTERIORS} / {PRIORS}')
+    if prior == 'vamp' and posterior != 'diagonal':
+      raise ValueError('the VampPrior is a mixture of diagonal posteriors: it '
+                       'needs posterior="diagonal"')
     self.data_shape = tuple(data_shape)
     self.latent_dim = latent_dim
     self.likelihood = likelihood
+    self.posterior = posterior
+    self.prior_kind = prior
     if likelihood == 'gaussian' and gaussian_variance == 'learned':
       self.observation_log_var = nnx.Param(jnp.zeros(self.data_shape))
     elif likelihood == 'gaussian':
       self.observation_log_var = math.log(float(gaussian_variance))
+    if prior == 'learned_diagonal':
+      self.prior_mean = nnx.Param(jnp.zeros(latent_dim))
+      self.prior_log_var = nnx.Param(jnp.zeros(latent_dim))
+    elif prior == 'vamp':
+      mean, std = PSEUDO_INPUT_INIT
+      self.pseudo_inputs = nnx.Param(mean + std * jax.random.normal(
+          rngs.params(), (vamp_components, *self.data_shape)))
 
   def encode(self, x):
-    mean, log_var = jnp.split(self.encoder(x), 2)
+    raw = self.encoder(x)
+    if self.posterior == 'full_covariance':
+      return full_covariance_posterior(raw, self.latent_dim)
+    mean, log_var = jnp.split(raw, 2)
     return mean, bound_log_var(log_var)
+
+  def prior(self):
+    """p(z), the prior of `prior_kind`."""
+    if self.prior_kind == 'learned_diagonal':
+      return distributions.DiagonalGaussian(self.prior_mean[...],
+                                            bound_log_var(self.prior_log_var[...]))
+    if self.prior_kind == 'vamp':
+      pseudo_inputs = self.pseudo_inputs[...]
+      if self.likelihood == 'bernoulli':  # pixels in [0, 1]
+        pseudo_inputs = jnp.clip(pseudo_inputs, 0.0, 1.0)
+      means, log_vars = jax.vmap(self.encode)(pseudo_inputs)
+      return distributions.MixtureOfDiagonalGaussians.uniform(means, log_vars)
+    return distributions.StandardNormal(self.latent_dim)
 
   def decode(self, z):
     return self.decoder(z)
@@ -114,8 +185,19 @@ class VAE(nnx.Module):
 
   def sample(self, key, num):
     """Decoder means at `num` draws from the prior, `[num, H, W, C]`."""
-    z = jax.random.normal(key, (num, self.latent_dim))
-    return jax.vmap(self.mean_image)(z)
+    return jax.vmap(self.mean_image)(prior_draws(self, key, num, self.latent_dim))
+
+
+def prior_draws(model, key, num, latent_dim):
+  """`[num, latent_dim]` draws of z from `model.prior()`.
+
+  N(0, I), also for a model without `prior`, draws `jax.random.normal(key,
+  (num, latent_dim))`, as vaejax always has for its sample images.
+  """
+  p = model.prior() if hasattr(model, 'prior') else None
+  if p is None or isinstance(p, distributions.StandardNormal):
+    return jax.random.normal(key, (num, latent_dim))
+  return p.sample(key, num)
 
 
 def _flatten(x):
@@ -131,8 +213,11 @@ class MLPVAE(VAE):
 
   def __init__(self, data_shape, latent_dim, *, hidden_dims=(500,),
                activation='relu', kernel_init='lecun_normal',
-               likelihood='bernoulli', gaussian_variance='learned', rngs):
-    super().__init__(data_shape, latent_dim, likelihood, gaussian_variance)
+               likelihood='bernoulli', gaussian_variance='learned',
+               posterior='diagonal', prior='standard_normal', vamp_components=500,
+               rngs):
+    super().__init__(data_shape, latent_dim, likelihood, gaussian_variance,
+                     posterior, prior, vamp_components, rngs)
     act = ACTIVATIONS[activation]
     init = KERNEL_INITS[kernel_init]
     linear = functools.partial(nnx.Linear, kernel_init=init, rngs=rngs)
@@ -141,7 +226,8 @@ class MLPVAE(VAE):
     layers = [_flatten]
     for d_in, d_out in zip(widths, widths[1:]):
       layers += [linear(d_in, d_out), act]
-    self.encoder = nnx.Sequential(*layers, linear(widths[-1], 2 * latent_dim))
+    self.encoder = nnx.Sequential(
+        *layers, linear(widths[-1], encoder_size(latent_dim, posterior)))
     widths = [latent_dim, *reversed(hidden_dims)]
     layers = []
     for d_in, d_out in zip(widths, widths[1:]):
@@ -162,8 +248,11 @@ class ConvVAE(VAE):
 
   def __init__(self, data_shape, latent_dim, *, channels=(32, 64),
                activation='relu', kernel_init='lecun_normal',
-               likelihood='bernoulli', gaussian_variance='learned', rngs):
-    super().__init__(data_shape, latent_dim, likelihood, gaussian_variance)
+               likelihood='bernoulli', gaussian_variance='learned',
+               posterior='diagonal', prior='standard_normal', vamp_components=500,
+               rngs):
+    super().__init__(data_shape, latent_dim, likelihood, gaussian_variance,
+                     posterior, prior, vamp_components, rngs)
     height, width, in_channels = self.data_shape
     if height % 4 or width % 4:
       raise ValueError(f'the conv VAE needs H and W divisible by 4, got {data_shape}')
@@ -178,7 +267,7 @@ class ConvVAE(VAE):
     inner_shape = (height // 4, width // 4, c2)
     self.encoder = nnx.Sequential(
         conv(in_channels, c1), act, conv(c1, c2), act, _flatten,
-        linear(math.prod(inner_shape), 2 * latent_dim))
+        linear(math.prod(inner_shape), encoder_size(latent_dim, posterior)))
     self.decoder = nnx.Sequential(
         linear(latent_dim, math.prod(inner_shape)), act,
         functools.partial(jnp.reshape, shape=inner_shape),

@@ -4,9 +4,16 @@ A member with latent_dim = k inside a model of L >= k latent dimensions masks
 its dimensions k..L-1 (`MaskedLatents`):
 
   - the encoder's mean and log-variance there are set to 0: q = N(0, 1) = p,
-    so those dimensions add exactly 0 to the KL;
+    so those dimensions add exactly 0 to the KL; a full-covariance factor is
+    the identity there (and 0 between them and the member's dimensions);
+  - the prior is N(0, 1) there too: a learned diagonal prior's mean and
+    log-variance, and each VampPrior component's, are set to 0;
   - z is multiplied by the mask before the decoder, so they feed nothing;
   - hence the weights that read or write them get zero gradients.
+
+A full-covariance encoder's output, [mean; log_var; the factor's entries
+below the diagonal, row by row], pads as three blocks: rows 0..k-1 of the
+factor come first in either size, so its k (k - 1) / 2 entries are a prefix.
 
 `embed_latents` places a k-dimensional model's arrays into the L-dimensional
 shapes (zeros elsewhere) and `extract_latents` cuts them back, so a member
@@ -18,6 +25,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 
+from vaejax import distributions
 from vaejax import models
 
 
@@ -30,6 +38,10 @@ def _latent_axis_pairs(small, large, latent_dim, max_latent_dim):
     return [(slice(0, k), slice(0, k))]
   if (small, large) == (2 * k, 2 * size):  # [mean; log_var] halves
     return [(slice(0, k), slice(0, k)), (slice(k, 2 * k), slice(size, size + k))]
+  below_k, below_size = k * (k - 1) // 2, size * (size - 1) // 2
+  if (small, large) == (2 * k + below_k, 2 * size + below_size):  # full covariance
+    return [(slice(0, k), slice(0, k)), (slice(k, 2 * k), slice(size, size + k)),
+            (slice(2 * k, 2 * k + below_k), slice(2 * size, 2 * size + below_k))]
   raise ValueError(f'cannot pad axis of size {small} to {large} for '
                    f'latent_dim {k} -> {size}')
 
@@ -76,19 +88,41 @@ def extract_latents(tree, like, latent_dim, max_latent_dim):
 class MaskedLatents:
   """A model with latent dimensions where `mask` is 0 switched off.
 
-  There the posterior is the prior N(0, 1) (mean 0, log-variance 0: no KL)
-  and z is zeroed before the decoder (no input, no gradient). A `key` given
-  to a method reaches the model's method unchanged, if it takes one.
+  There the posterior and the prior are N(0, 1) (no KL) and z is zeroed
+  before the decoder (no input, no gradient). A `key` given to a method
+  reaches the model's method unchanged, if it takes one.
   """
 
   def __init__(self, model, mask):
     self.model = model
     self.mask = mask
+    if hasattr(model, 'prior'):
+      self.prior = self._prior
 
   def encode(self, x, *, key=None):
-    mean, log_var = _call(self.model.encode, x, key=key)
+    encoded = _call(self.model.encode, x, key=key)
     on = self.mask > 0
+    if isinstance(encoded, distributions.FullCovarianceGaussian):
+      both = on[:, None] & on[None, :]
+      eye = jnp.eye(self.mask.shape[0], dtype=encoded.scale_tril.dtype)
+      return distributions.FullCovarianceGaussian(
+          jnp.where(on, encoded.mean, 0.0), jnp.where(both, encoded.scale_tril, eye))
+    mean, log_var = encoded
     return jnp.where(on, mean, 0.0), jnp.where(on, log_var, 0.0)
+
+  def _prior(self):
+    p = self.model.prior()
+    on = self.mask > 0
+    if isinstance(p, distributions.DiagonalGaussian):
+      return distributions.DiagonalGaussian(jnp.where(on, p.mean, 0.0),
+                                            jnp.where(on, p.log_var, 0.0))
+    if isinstance(p, distributions.MixtureOfDiagonalGaussians):
+      return distributions.MixtureOfDiagonalGaussians(
+          jnp.where(on[None], p.means, 0.0), jnp.where(on[None], p.log_vars, 0.0),
+          p.logits)
+    if isinstance(p, distributions.StandardNormal):
+      return p
+    raise TypeError(f'a vectorised sweep cannot pad a {type(p).__name__} prior')
 
   def log_likelihood(self, x, z, *, key=None):
     return _call(self.model.log_likelihood, x, z * self.mask, key=key)
