@@ -23,9 +23,10 @@ RESULTS_DIR ?= runs/results
 KW_FLAGS ?=
 BURDA_FLAGS ?=
 PYTHAE_FLAGS ?=
+FAMILY_FLAGS ?= --num_epochs=10 --eval_iwae_samples=100
 MANUAL_DIR_FLAG = $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
-.PHONY: install test train sweep bench clean kingma_welling burda pythae
+.PHONY: install test train sweep bench clean kingma_welling burda pythae families
 
 install: $(STAMP)
 
@@ -69,6 +70,8 @@ bench: $(BENCH_STAMP)
 	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 	$(BIN)/python -m benchmarks.iwae_eval --num_samples=1000 --num_examples=10000 \
 	  --repeats=2 $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
+	$(BIN)/python -m benchmarks.families \
+	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
 # Kingma & Welling (2013), Figure 2: a sweep over latent sizes 3 to 200.
 kingma_welling: $(STAMP)
@@ -92,6 +95,25 @@ pythae: $(STAMP)
 	  --flagfile=experiments/flags/pythae_binarized_mnist.flags \
 	  --workdir=$(RESULTS_DIR)/pythae_binarized_mnist $(MANUAL_DIR_FLAG) \
 	  $(PYTHAE_FLAGS)
+
+# Posterior and prior families (docs/results.md): exact answers on the
+# correlated linear-Gaussian data, then the Flax example's model on binarized
+# MNIST with each posterior and prior at the same budget (FAMILY_FLAGS).
+families: $(STAMP)
+	$(BIN)/python -m experiments.linear_gaussian_families \
+	  --workdir=$(RESULTS_DIR)/families_exact
+	for family in '--posterior=diagonal' '--posterior=diagonal --noanalytic_kl' \
+	    '--prior=learned_diagonal' '--prior=vamp --noanalytic_kl' \
+	    '--posterior=full_covariance' \
+	    '--posterior=full_covariance --prior=learned_diagonal'; do \
+	  name=$$(echo $$family | tr -d '-' | tr ' =' '__'); \
+	  $(BIN)/python -m experiments.train \
+	    --flagfile=experiments/flags/flax_example.flags $$family \
+	    --workdir=$(RESULTS_DIR)/families_mnist/$$name \
+	    $(MANUAL_DIR_FLAG) $(FAMILY_FLAGS) || exit 1; \
+	done
+	$(BIN)/python -m experiments.compare --output_dir=$(RESULTS_DIR)/families_mnist \
+	  --workdirs=$$(ls -d $(RESULTS_DIR)/families_mnist/*/ | paste -sd, -)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

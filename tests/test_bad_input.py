@@ -236,6 +236,7 @@ TRAIN_CASES = [
     (['--prior=vamp', '--noanalytic_kl', '--vamp_components=0'],
      '--vamp_components must be positive'),
     (['--vamp_components=10'], '--vamp_components applies to --prior=vamp only'),
+    (['--architecture=linear'], '--hidden_dims=16 has no effect here'),
     # Missing data files.
     (MISSING_DATA, 'missing: binarized_mnist_train.amat'),
 ]

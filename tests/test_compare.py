@@ -39,8 +39,10 @@ def test_table_holds_each_runs_results_and_the_plot_is_written(two_runs,
     cells = [c.strip() for c in line.strip('|').split('|')]
     assert cells[0] == name
     assert int(cells[1]) == results['epochs']
-    assert float(cells[3]) == pytest.approx(results['test_elbo'], abs=0.006)
-    assert float(cells[4].split()[0]) == pytest.approx(
+    assert float(cells[3]) == pytest.approx(
+        results['train_seconds'] / results['epochs'], abs=0.006)
+    assert float(cells[4]) == pytest.approx(results['test_elbo'], abs=0.006)
+    assert float(cells[5].split()[0]) == pytest.approx(
         results['test_nll_iwae'], abs=0.006)
   assert (tmp_path / 'results.md').read_text() == table
   assert (tmp_path / 'learning_curves.png').stat().st_size > 0

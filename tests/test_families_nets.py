@@ -16,6 +16,7 @@ import pytest
 import vaejax
 from vaejax import checkpoint
 from vaejax import config as config_lib
+from vaejax import data
 from vaejax import files
 from vaejax import nets
 from vaejax import train
@@ -161,3 +162,32 @@ def test_every_family_trains_evaluates_and_resumes(tmp_path, overrides, resume,
   assert without_timing(resumed) == without_timing(whole)
   assert ([without_timing(r) for r in files.read_jsonl(tmp_path / 'resumed' / 'metrics.jsonl')]
           == [without_timing(r) for r in files.read_jsonl(tmp_path / 'whole' / 'metrics.jsonl')])
+
+
+def test_linear_vae_with_a_full_covariance_holds_the_exact_posterior():
+  # On the correlated generated data, set the linear encoder to Bayes' rule
+  # (mean A x + c, a constant Cholesky factor) and the decoder to the
+  # generating model: every log importance weight is then log p(x).
+  generating = data.generating_model('linear_gaussian_correlated')
+  latent_dim, data_dim = generating.weight.shape[1], generating.weight.shape[0]
+  model = nets.LinearVAE((8, 8, 1), latent_dim, posterior='full_covariance',
+                         gaussian_variance=str(float(jnp.exp(generating.log_var))),
+                         rngs=nnx.Rngs(0))
+  exact = jax.vmap(generating.posterior)(jnp.eye(data_dim))  # x = unit vectors
+  constant = generating.posterior(jnp.zeros(data_dim))
+  factor = constant.scale_tril
+  # The mean is affine in x: column j of A is mean(e_j) - mean(0).
+  encoder = model.encoder.layers[-1]
+  kernel = jnp.zeros_like(encoder.kernel[...])
+  kernel = kernel.at[:, :latent_dim].set(exact.mean - constant.mean[None])
+  bias = jnp.concatenate([constant.mean, 2 * jnp.log(jnp.diagonal(factor)),
+                          factor[jnp.tril_indices(latent_dim, -1)]])
+  encoder.kernel[...], encoder.bias[...] = kernel, bias
+  model.decoder.layers[0].kernel[...] = generating.weight.T
+  model.decoder.layers[0].bias[...] = generating.bias
+  x = data.load('linear_gaussian_correlated').test[:4]
+  for i, example in enumerate(x):
+    log_weights = vaejax.log_importance_weights(model, example, jax.random.key(i), 8)
+    np.testing.assert_allclose(
+        log_weights, np.full(8, generating.log_marginal(example.reshape(-1))),
+        rtol=1e-4)

@@ -47,12 +47,13 @@ def compare(workdirs, output_dir, log=print):
                                    '(metrics.jsonl is missing or empty)')
     rows.append([
         name, results['epochs'], f'{results["train_seconds"] / 3600:.2f}',
+        f'{results["train_seconds"] / results["epochs"]:.2f}',
         f'{results["test_elbo"]:.2f}',
         f'{results["test_nll_iwae"]:.2f} +- {results["test_nll_iwae_stderr"]:.2f} '
         f'(K={results["iwae_samples"]})',
         f'{results["active_units"]} / {results["latent_dim"]}'])
   table = tables.markdown_table(
-      ['run', 'epochs', 'training hours', 'test ELBO', 'test NLL',
+      ['run', 'epochs', 'training hours', 'seconds per epoch', 'test ELBO', 'test NLL',
        'active units'], rows) + '\n'
   output_dir = pathlib.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)

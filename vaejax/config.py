@@ -53,7 +53,9 @@ class TrainConfig:
       'afresh each step (Burda et al. 2015); evaluation sets are binarized once '
       'with a fixed key.')
   architecture: str = _field(
-      'mlp', 'mlp, conv, or a name added by models.register_architecture.')
+      'mlp', 'mlp, conv, linear (a linear encoder and decoder: the model '
+      'class of the generated linear_gaussian datasets), or a name added by '
+      'models.register_architecture.')
   latent_dim: int = _field(20, 'Dimension of z.')
   hidden_dims: tuple[int, ...] = _field(
       (500,), 'MLP hidden layer widths, encoder order; the decoder mirrors them.')
@@ -357,6 +359,10 @@ def _check_no_ignored_flags(c):
     ignored.append(('conv_channels', '--architecture=conv'))
   if c.architecture == 'conv':
     ignored.append(('hidden_dims', '--architecture=mlp'))
+  if c.architecture == 'linear':
+    ignored += [(n, '--architecture=mlp or conv') for n in ('hidden_dims',
+                                                           'conv_channels',
+                                                           'activation')]
   for name, needs in ignored:
     if _differs(c, name):
       value = getattr(c, name)

@@ -63,8 +63,15 @@ def _common(config):
               vamp_components=config.vamp_components)
 
 
+def _linear(config, rngs):
+  common = _common(config)
+  del common['activation']
+  return nets.LinearVAE(config.spec.image_shape, config.latent_dim, rngs=rngs,
+                        **common)
+
+
 # --architecture -> factory(config, rngs) returning an nnx.Module model.
-ARCHITECTURES = {'mlp': _mlp, 'conv': _conv}
+ARCHITECTURES = {'mlp': _mlp, 'conv': _conv, 'linear': _linear}
 
 
 def register_architecture(name, factory):

@@ -237,6 +237,31 @@ class MLPVAE(VAE):
         functools.partial(jnp.reshape, shape=self.data_shape))
 
 
+class LinearVAE(VAE):
+  """Linear encoder and decoder: x -> encoder output and z -> W z + b.
+
+  With `likelihood='gaussian'` it is the linear-Gaussian model class of the
+  generated datasets (with a per-pixel noise variance), so on them the
+  best ELBO and the true log p(x) are known: the exact posterior mean is
+  linear in x, its covariance constant.
+  """
+
+  def __init__(self, data_shape, latent_dim, *, kernel_init='lecun_normal',
+               likelihood='gaussian', gaussian_variance='learned',
+               posterior='diagonal', prior='standard_normal', vamp_components=500,
+               rngs):
+    super().__init__(data_shape, latent_dim, likelihood, gaussian_variance,
+                     posterior, prior, vamp_components, rngs)
+    linear = functools.partial(nnx.Linear, kernel_init=KERNEL_INITS[kernel_init],
+                               rngs=rngs)
+    data_dim = math.prod(self.data_shape)
+    self.encoder = nnx.Sequential(
+        _flatten, linear(data_dim, encoder_size(latent_dim, posterior)))
+    self.decoder = nnx.Sequential(
+        linear(latent_dim, data_dim),
+        functools.partial(jnp.reshape, shape=self.data_shape))
+
+
 class ConvVAE(VAE):
   """Convolutional encoder and decoder for `[H, W, C]` images, H and W divisible by 4.
 

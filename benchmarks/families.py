@@ -1,0 +1,59 @@
+r"""The training epoch of each posterior and prior family, side by side.
+
+  python -m benchmarks.families --tfds_manual_dir=../shared/data
+
+The Flax example's model (784-500-L MLP, ReLU, Bernoulli pixels, Adam 1e-3,
+batch 128) on binarized MNIST, one compiled epoch (vaejax.step) at a time,
+at latent sizes 20 and 200, with:
+
+  diagonal        q = N(mean, diag(exp(log_var))), p = N(0, I) (the default);
+  full_covariance q = N(mean, L L^T): L (L + 3) / 2 encoder outputs and O(L^3)
+                  per example for the KL's triangular factors;
+  learned_prior   a diagonal prior with learned mean and log-variance;
+  vamp            the VampPrior with 500 pseudo-inputs (sampled KL): the
+                  encoder also runs on the 500 pseudo-inputs every step.
+
+They alternate epoch by epoch for --repeats rounds after a warm-up epoch
+each; the script prints the median seconds per epoch, the spread and each
+family's time relative to the diagonal posterior of the same latent size.
+"""
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from benchmarks import common
+
+common.define_data_flags()
+flags.DEFINE_integer('repeats', 3, 'Timed epochs per family.')
+flags.DEFINE_list('latent_dims', ['20', '200'], 'Latent sizes.')
+FLAGS = flags.FLAGS
+
+FAMILIES = {
+    'diagonal': {},
+    'full_covariance': dict(posterior='full_covariance'),
+    'learned_prior': dict(prior='learned_diagonal'),
+    'vamp': dict(prior='vamp', vamp_components=500, analytic_kl=False),
+}
+
+
+def main(argv):
+  del argv
+  dataset = common.setup()
+  for latent_dim in map(int, FLAGS.latent_dims):
+    candidates, compile_seconds = {}, {}
+    for name, overrides in FAMILIES.items():
+      config = common.flax_example_config(latent_dim=latent_dim, **overrides)
+      candidates[name], compile_seconds[name] = common.compiled_epoch(dataset, config)
+    times, _ = common.measure(candidates, FLAGS.repeats)
+    base = np.median(times['diagonal'])
+    print(f'\nlatent size {latent_dim}:')
+    print(f'{"":16} {"s/epoch (median, min-max)":34} {"of diagonal":>12} '
+          f'{"compile s":>10}')
+    for name, seconds in times.items():
+      print(f'{name:16} {common.summary(seconds):34} '
+            f'{np.median(seconds) / base:11.2f}x {compile_seconds[name]:10.2f}')
+
+
+if __name__ == '__main__':
+  app.run(main)
