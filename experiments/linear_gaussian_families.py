@@ -42,7 +42,7 @@ POSTERIORS = ('diagonal', 'full_covariance')
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where runs and results.md go.',
                                required=True)
-_EPOCHS = flags.DEFINE_integer('num_epochs', 300, 'Epochs of each training.')
+_EPOCHS = flags.DEFINE_integer('num_epochs', 1000, 'Epochs of each training.')
 _LEARNING_RATE = flags.DEFINE_float('learning_rate', 3e-3, 'Adam step size.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the initialisation and draws.')
 

@@ -1,9 +1,13 @@
 """The model protocol, and the factory from a config to a model.
 
-A model is anything with two methods for ONE example (batch with `jax.vmap`):
+A model is anything with two methods for ONE example (batch with `jax.vmap`),
+and optionally a third:
 
-  encode(x) -> (mean, log_var)     each `[L]`: q(z|x) = N(mean, diag(exp(log_var)))
+  encode(x) -> q(z|x)              (mean, log_var), each `[L]`, for
+                                   N(mean, diag(exp(log_var))); or a
+                                   distribution of `vaejax.distributions`
   log_likelihood(x, z) -> scalar   log p(x|z)
+  prior() -> p(z)                  a distribution; N(0, I) when absent
 
 A model that needs randomness of its own (dropout, a stochastic layer) adds
 a keyword-only `key` to either method: `encode(x, *, key)` or
@@ -31,8 +35,8 @@ from vaejax import nets
 class Model(Protocol):
   """What `vaejax.elbo`, the objectives and the trainer need of a model."""
 
-  def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """q(z|x) of one example: (mean, log_var), each `[L]`."""
+  def encode(self, x: jax.Array):
+    """q(z|x) of one example: (mean, log_var), each `[L]`, or a distribution."""
 
   def log_likelihood(self, x: jax.Array, z: jax.Array) -> jax.Array:
     """log p(x|z) of one example and one `[L]` draw, a scalar."""
