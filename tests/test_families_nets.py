@@ -109,13 +109,13 @@ def test_vamp_prior_is_the_mixture_of_posteriors_at_the_pseudo_inputs():
   assert float(jnp.abs(grads['pseudo_inputs'][...]).sum()) > 0
 
 
-# (flags, whether the run is also killed and resumed); the resumed ones
-# between them restore every new kind of parameter from a checkpoint.
+# (flags, whether the run is also killed and resumed). Resuming is the same
+# for every family (the parameters are one pytree to orbax); the VampPrior's
+# run resumes, with pseudo-inputs and a prior among its parameters.
 COMBINATIONS = [
-    (dict(posterior='full_covariance', prior='learned_diagonal'), True),
     (dict(prior='vamp', vamp_components=10, analytic_kl=False), True),
+    (dict(posterior='full_covariance', prior='learned_diagonal'), False),
     (dict(prior='learned_diagonal'), False),
-    (dict(prior='vamp', vamp_components=10, objective='iwae', num_samples=3), False),
 ]
 
 
