@@ -56,7 +56,7 @@ def test_full_covariance_is_finite_at_extreme_outputs(bias):
   graphdef, params = nnx.split(model, nnx.Param)
   loss_fn = lambda p: vaejax.negative_elbo(nnx.merge(graphdef, p), X,
                                            jax.random.key(1))[0]
-  loss, grads = jax.value_and_grad(loss_fn)(params)
+  loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params)
   # Diagonal from the bounded log-variance; entries below it as large as the
   # output (the mean is not bounded either).
   assert np.isfinite(loss) or abs(bias) > 1e4  # 1e30 squared overflows float32
@@ -81,8 +81,8 @@ def test_learned_diagonal_prior_starts_as_the_standard_normal():
         rtol=1e-6)
   # Its parameters get gradients.
   graphdef, params = nnx.split(learned, nnx.Param)
-  grads = jax.grad(lambda p: vaejax.negative_elbo(
-      nnx.merge(graphdef, p), X, jax.random.key(2))[0])(params)
+  grads = jax.jit(jax.grad(lambda p: vaejax.negative_elbo(
+      nnx.merge(graphdef, p), X, jax.random.key(2))[0]))(params)
   assert float(jnp.abs(grads['prior_mean'][...]).sum()) > 0
 
 
@@ -104,8 +104,8 @@ def test_vamp_prior_is_the_mixture_of_posteriors_at_the_pseudo_inputs():
   with pytest.raises(TypeError, match='in closed form, and there is none'):
     vaejax.negative_elbo(model, X, jax.random.key(0))
   graphdef, params = nnx.split(model, nnx.Param)
-  grads = jax.grad(lambda p: vaejax.negative_elbo(
-      nnx.merge(graphdef, p), X, jax.random.key(2), analytic_kl=False)[0])(params)
+  grads = jax.jit(jax.grad(lambda p: vaejax.negative_elbo(
+      nnx.merge(graphdef, p), X, jax.random.key(2), analytic_kl=False)[0]))(params)
   assert float(jnp.abs(grads['pseudo_inputs'][...]).sum()) > 0
 
 

@@ -265,7 +265,7 @@ def test_train_step_takes_the_gradient_of_the_configured_objective(
       model_fn, optimizer, objectives.from_config(config, 10)))
   params, _, stats = train_step(state['params'], state['opt_state'], x,
                                 run_key, step)
-  loss, grads = jax.value_and_grad(loss_fn)(state['params'])
+  loss, grads = jax.jit(jax.value_and_grad(loss_fn))(state['params'])
   updates, _ = optax.adagrad(config.learning_rate).update(
       grads, state['opt_state'], state['params'])
   np.testing.assert_allclose(stats['loss'], loss, rtol=1e-5)
@@ -496,8 +496,8 @@ def test_a_skipped_step_does_not_delay_the_learning_rate_schedule(tmp_path):
   assert not stats['finite']
   params, _, stats = train_step(params, opt_state, x, key, 1)
   assert stats['finite']
-  grads = jax.grad(lambda p: loss_fn(model_fn(p), x, jax.random.fold_in(key, 1),
-                                     1)[0])(state['params'])
+  grads = jax.jit(jax.grad(lambda p: loss_fn(model_fn(p), x, jax.random.fold_in(key, 1),
+                                             1)[0]))(state['params'])
   lower = optax.adagrad(0.1 * config.learning_rate)
   updates, _ = lower.update(grads, lower.init(state['params']), state['params'])
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4,
