@@ -154,6 +154,10 @@ def test_an_explicit_standard_normal_prior_changes_nothing(model, data):
     np.testing.assert_array_equal(
         vaejax.negative_elbo(explicit, data, key, num_samples=3, analytic_kl=analytic_kl)[0],
         vaejax.negative_elbo(implicit, data, key, num_samples=3, analytic_kl=analytic_kl)[0])
+  # analytic_kl=None: the closed form, where there is one.
+  np.testing.assert_array_equal(
+      vaejax.negative_elbo(explicit, data, key, num_samples=3, analytic_kl=None)[0],
+      vaejax.negative_elbo(explicit, data, key, num_samples=3, analytic_kl=True)[0])
 
 
 def test_a_mixture_prior_needs_the_sampled_kl(model, data):
@@ -169,6 +173,10 @@ def test_a_mixture_prior_needs_the_sampled_kl(model, data):
     jax.jit(lambda x: vaejax.elbo(mixture, x, jax.random.key(0)))(data[0])
   loss, terms = jax.jit(lambda d: vaejax.negative_elbo(
       mixture, d, jax.random.key(0), analytic_kl=False))(data)
+  # analytic_kl=None: the estimate here, where no closed form exists.
+  auto, _ = jax.jit(lambda d: vaejax.negative_elbo(
+      mixture, d, jax.random.key(0), analytic_kl=None))(data)
+  np.testing.assert_array_equal(auto, loss)
   assert np.isfinite(loss) and np.all(terms.kl > 0)
   # The estimate's mean is KL(q || p), checked against the log-densities.
   x = data[0]

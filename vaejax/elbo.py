@@ -95,15 +95,15 @@ def posterior(model, x, key):
     encoded = model.encode(x)
   q = distributions.as_distribution(encoded)
   if isinstance(q, distributions.DiagonalGaussian):
-    parts, expected = (('mean', q.mean), ('log_var', q.log_var)), '[L] each'
+    parts, expected = (('mean', q.mean, 1), ('log_var', q.log_var, 1)), '[L] each'
   elif isinstance(q, distributions.FullCovarianceGaussian):
-    parts, expected = (('mean', q.mean), ('scale_tril', q.scale_tril)), '[L] and [L, L]'
+    parts = (('mean', q.mean, 1), ('scale_tril', q.scale_tril, 2))
+    expected = '[L] and [L, L]'
   else:
     return q
-  ranks = (1, 1) if expected == '[L] each' else (1, 2)
-  if (any(jnp.ndim(a) != r for (_, a), r in zip(parts, ranks))
-      or len({d for _, a in parts for d in jnp.shape(a)}) != 1):
-    got = ' and '.join(f'{name} {checks.shape_of(a)}' for name, a in parts)
+  if (any(jnp.ndim(a) != rank for _, a, rank in parts)
+      or len({d for _, a, _ in parts for d in jnp.shape(a)}) != 1):
+    got = ' and '.join(f'{name} {checks.shape_of(a)}' for name, a, _ in parts)
     raise ValueError(
         f'model.encode(x) returned {got} for x {checks.shape_of(x)}; expected '
         f'{expected} for ONE example (vmap over a batch, or use negative_elbo)')
@@ -172,13 +172,16 @@ def elbo(model, x, key, *, num_samples=1, beta=1.0, analytic_kl=True):
     beta: weight of the KL term (1 for the ELBO proper).
     analytic_kl: True for the closed form `distributions.kl_divergence(q, p)`
       (for a pair without one, a TypeError at trace time); False for the
-      estimate 1/K sum_k [log q(z_k|x) - log p(z_k)] on the same draws.
+      estimate 1/K sum_k [log q(z_k|x) - log p(z_k)] on the same draws;
+      None for the closed form where the pair has one, else the estimate.
 
   Returns:
     `ElboTerms` of scalars: elbo = log_likelihood - beta * kl.
   """
   q, p, (log_likelihoods, log_ratios) = _draws(model, x, key, num_samples)
   log_likelihood = jnp.mean(log_likelihoods)
+  if analytic_kl is None:
+    analytic_kl = distributions.has_closed_form_kl(q, p)
   if analytic_kl:
     if not distributions.has_closed_form_kl(q, p):
       raise TypeError(

@@ -19,7 +19,6 @@ from vaejax import distributions
 from vaejax import kl as kl_lib
 from vaejax import nets
 from vaejax import plots
-from vaejax import elbo as elbo_lib
 from vaejax.elbo import elbo
 from vaejax.elbo import iwae_bound
 from vaejax.elbo import log_importance_weights
@@ -49,13 +48,6 @@ def _example_keys(key, indices):
   return jax.vmap(functools.partial(jax.random.fold_in, key))(indices)
 
 
-def _elbo(model, x, key):
-  """The ELBO with the closed-form KL where q and p have one, else estimated."""
-  q = posterior(model, x, key)
-  return elbo(model, x, key, analytic_kl=distributions.has_closed_form_kl(
-      q, elbo_lib.prior(model, q)))
-
-
 def make_evaluate(model_fn, batch_size):
   """`evaluate(params, x, key, *model_args)` -> mean `ElboTerms` over x.
 
@@ -69,7 +61,7 @@ def make_evaluate(model_fn, batch_size):
     model = model_fn(params, *model_args)
 
     def chunk(indices):
-      return jax.vmap(functools.partial(_elbo, model))(
+      return jax.vmap(functools.partial(elbo, model, analytic_kl=None))(
           x[indices], _example_keys(key, indices))
 
     terms = map_over_examples(chunk, x.shape[0], batch_size)
