@@ -80,6 +80,12 @@ def pytest_configure(config):
       'markers', 'slow: over half a minute; CI runs them (-m "not slow" skips)')
   # Implicit rank promotion hides shape bugs ([B] + [B, 1] -> [B, B]).
   jax.config.update('jax_numpy_rank_promotion', 'raise')
+  # The suite checks the math: full float32 matrix products on every
+  # platform (already so on CPU; a GPU's default is TF32, under which a
+  # network's vmap and loop round differently). The library's own
+  # formulas run at 'highest' anyway (vaejax/precision.py; tested in
+  # test_distributions.py).
+  jax.config.update('jax_default_matmul_precision', 'highest')
   if config.getoption('--x64'):
     jax.config.update('jax_enable_x64', True)
 

@@ -174,3 +174,59 @@ def test_pairs_without_a_closed_form_and_mismatched_sizes_say_so():
     vaejax.kl_divergence(batch, dist.StandardNormal(DIM))
   with pytest.raises(ValueError, match=r'takes z \[\.\.\., 4\]'):
     d.log_prob(jnp.zeros(5))
+
+
+def _matmul_precisions(closed_jaxpr):
+  """The precision of every dot_general in a jaxpr, sub-jaxprs included."""
+  found = []
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == 'dot_general':
+        found.append(eqn.params['precision'])
+      for param in eqn.params.values():
+        for sub in param if isinstance(param, (tuple, list)) else (param,):
+          if isinstance(sub, jax.extend.core.ClosedJaxpr):
+            walk(sub.jaxpr)
+          elif isinstance(sub, jax.extend.core.Jaxpr):
+            walk(sub)
+
+  walk(closed_jaxpr.jaxpr)
+  return found
+
+
+def test_the_formulas_multiply_at_highest_precision_whatever_the_default():
+  # A GPU's default float32 product is TF32 and a TPU's bfloat16: under such
+  # a default a network's products follow it, the distributions' do not.
+  highest = (jax.lax.Precision.HIGHEST,) * 2
+  full, _ = random_of('full', 3, jnp.float32)
+  diagonal, _ = random_of('diagonal', 4, jnp.float32)
+  mixture = dist.MixtureOfDiagonalGaussians.uniform(jnp.zeros((3, DIM)),
+                                                    jnp.zeros((3, DIM)))
+  model = vaejax.make_linear_gaussian(jax.random.key(0), 6, DIM, correlation=0.5)
+  x, z = jnp.ones(6), jnp.ones(DIM)
+  formulas = {
+      'full sample': lambda: full.sample_and_noise(jax.random.key(0), 2),
+      'full log_prob': lambda: full.log_prob(z),
+      'kl full||full': lambda: vaejax.kl_divergence(full, full),
+      'kl diagonal||full': lambda: vaejax.kl_divergence(diagonal, full),
+      'gaussian_kl_tril': lambda: vaejax.gaussian_kl_tril(
+          full.mean, full.scale_tril, z, full.scale_tril),
+      'mixture mean': lambda: mixture.mean,
+      'linear-Gaussian posterior': lambda: model.posterior(x),
+      'linear-Gaussian log p(x)': lambda: model.log_marginal(x),
+      'linear-Gaussian sample': lambda: model.sample(jax.random.key(0), 2),
+      'linear-Gaussian model': lambda: vaejax.make_linear_gaussian(
+          jax.random.key(0), 6, DIM, correlation=0.5),
+  }
+  with jax.default_matmul_precision('bfloat16'):
+    plain = _matmul_precisions(jax.make_jaxpr(lambda: x[:DIM] @ full.scale_tril)())
+    assert plain and plain[0] != highest  # what the walk would see if unwrapped
+    found = {name: _matmul_precisions(jax.make_jaxpr(formula)())
+             for name, formula in formulas.items()}
+  # The KLs and log_prob are solves and sums today; these hold products.
+  for name in ('full sample', 'mixture mean', 'linear-Gaussian posterior',
+               'linear-Gaussian log p(x)', 'linear-Gaussian sample'):
+    assert found[name], name
+  for name, precisions in found.items():
+    assert all(p == highest for p in precisions), (name, precisions)

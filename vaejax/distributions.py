@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from vaejax import checks
 from vaejax import kl as kl_lib
+from vaejax import precision
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -154,12 +155,14 @@ class FullCovarianceGaussian:
     """z = mean + L eps: `[L]`, or `[K, L]` for K samples."""
     return self.sample_and_noise(key, num_samples)[0]
 
+  @precision.highest
   def sample_and_noise(self, key, num_samples=None):
     """`sample`'s draws and their noise eps, the same shape."""
     self.check_one('sample')
     eps = noise(key, self.dim, num_samples, jnp.result_type(self.mean))
     return _lead(self.mean, eps) + eps @ self._tril.T, eps
 
+  @precision.highest
   def log_prob(self, z):
     """log N(z; mean, L L^T) for z `[..., L]`, by a triangular solve."""
     self.check_one('log_prob')
@@ -242,6 +245,7 @@ class MixtureOfDiagonalGaussians:
     return jnp.shape(self.means)[-1]
 
   @property
+  @precision.highest
   def mean(self):
     return jax.nn.softmax(self.logits) @ self.means
 
@@ -328,6 +332,7 @@ def has_closed_form_kl(p, q):
   return (type(p), type(q)) in _KL
 
 
+@precision.highest
 def kl_divergence(p, q):
   """KL(p || q) in closed form, for ONE example's distributions.
 

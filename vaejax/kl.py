@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 
 from vaejax import checks
+from vaejax import precision
 
 
+@precision.highest
 def gaussian_kl_tril(mean_p, scale_tril_p, mean_q, scale_tril_q):
   """KL(P||Q) between Gaussians given lower-triangular factors of the covariances.
 
@@ -60,6 +62,7 @@ def gaussian_kl_tril(mean_p, scale_tril_p, mean_q, scale_tril_q):
   return 0.5 * (trace_term + mahalanobis - dim) + half_log_det_ratio
 
 
+@precision.highest
 def gaussian_kl(mean_p, cov_p, mean_q, cov_q):
   """KL(P||Q) between full-covariance Gaussians P = N(m_P, S_P), Q = N(m_Q, S_Q).
 

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from vaejax import distributions
 from vaejax import likelihoods
+from vaejax import precision as precision_lib
 
 
 class LinearGaussian(NamedTuple):
@@ -48,6 +49,7 @@ class LinearGaussian(NamedTuple):
   bias: jax.Array
   log_var: jax.Array
 
+  @precision_lib.highest
   def encode(self, x):
     """The posterior p(z|x) as (mean `[L]`, log_var `[L]`)."""
     noise_var = jnp.exp(self.log_var)
@@ -68,6 +70,7 @@ class LinearGaussian(NamedTuple):
     half = jax.scipy.linalg.solve_triangular(precision_tril, rhs, lower=True)
     return jax.scipy.linalg.solve_triangular(precision_tril.T, half, lower=False)
 
+  @precision_lib.highest
   def posterior(self, x):
     """The exact posterior p(z|x), a `FullCovarianceGaussian`, for any W.
 
@@ -84,6 +87,7 @@ class LinearGaussian(NamedTuple):
     return distributions.FullCovarianceGaussian(
         self._posterior_mean(x, jnp.linalg.cholesky(precision)), scale_tril)
 
+  @precision_lib.highest
   def best_diagonal_posterior(self, x):
     """The `DiagonalGaussian` closest to p(z|x) in KL(q || p): mean, 1 / Lambda_kk."""
     precision = self._precision()
@@ -91,17 +95,20 @@ class LinearGaussian(NamedTuple):
         self._posterior_mean(x, jnp.linalg.cholesky(precision)),
         -jnp.log(jnp.diagonal(precision)))
 
+  @precision_lib.highest
   def mean_field_gap(self):
     """KL(best diagonal q || p(z|x)) = 1/2 (sum_k log Lambda_kk - log det Lambda), any x."""
     precision = self._precision()
     half_log_det = jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(precision))))
     return 0.5 * jnp.sum(jnp.log(jnp.diagonal(precision))) - half_log_det
 
+  @precision_lib.highest
   def log_likelihood(self, x, z):
     """log p(x|z) = log N(x; W z + b, sigma^2 I)."""
     return likelihoods.gaussian_log_prob(
         self.weight @ z + self.bias, self.log_var, x)
 
+  @precision_lib.highest
   def log_marginal(self, x):
     """log p(x) = log N(x; b, W W^T + sigma^2 I), by a Cholesky factor."""
     data_dim = self.bias.shape[0]
@@ -114,6 +121,7 @@ class LinearGaussian(NamedTuple):
     return -0.5 * (data_dim * math.log(2.0 * math.pi)
                    + jnp.sum(jnp.square(whitened))) - half_log_det
 
+  @precision_lib.highest
   def sample(self, key, num_samples):
     """Draws `[num_samples, D]` examples x ~ p(x)."""
     z_key, noise_key = jax.random.split(key)
@@ -125,6 +133,7 @@ class LinearGaussian(NamedTuple):
     return z @ self.weight.T + self.bias[None] + jnp.exp(0.5 * self.log_var) * noise
 
 
+@precision_lib.highest
 def make_linear_gaussian(key, data_dim, latent_dim, *, noise_std=0.5,
                          correlation=0.0, dtype=jnp.float32):
   """A random model; with `correlation=0` its W has orthogonal columns.
