@@ -254,6 +254,14 @@ SMALL_FLAGS = ['--dataset=linear_gaussian', '--likelihood=gaussian',
                '--eval_iwae_samples=10']
 
 
+# The host-device runs are compared with the in-process reference, which
+# runs on the default backend: on a GPU machine that is another platform.
+on_host_platform = pytest.mark.skipif(
+    jax.default_backend() != 'cpu',
+    reason='compares CPU host devices with a reference run on another backend')
+
+
+@on_host_platform
 @pytest.mark.parametrize('latent_dims, seeds, name', [
     ('1,3', '0,1', None),   # members sharded over the devices (4 on 4)
     ('3', '1', 'latent003_seed1'),  # one member: its batch sharded
@@ -261,7 +269,8 @@ SMALL_FLAGS = ['--dataset=linear_gaussian', '--likelihood=gaussian',
 def test_four_devices_give_the_results_of_one(reference, tmp_path, latent_dims,
                                               seeds, name):
   workdir, rows = reference
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=4')
   result = run_binary(f'--workdir={tmp_path}', f'--latent_dims={latent_dims}',
                       f'--seeds={seeds}', '--vectorize', *SMALL_FLAGS, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -290,7 +299,8 @@ for latent_dims in ((3,), (1, 3)):
 
 
 def test_one_member_on_four_devices_trains_a_quarter_batch_on_each():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=4')
   result = subprocess.run([sys.executable, '-c', PER_DEVICE_BATCH], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=600, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -340,11 +350,13 @@ def free_port():
     return s.getsockname()[1]
 
 
+@on_host_platform
 def test_two_processes_give_the_results_of_one(reference, tmp_path):
   # A multi-host job on one machine: two processes with two CPU devices each,
   # one program over the four, through jax.distributed on the loopback.
   workdir, _ = reference
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2')
   port = free_port()
   processes = [
       subprocess.Popen(
