@@ -26,17 +26,21 @@ FLAGS = flags.FLAGS
 
 
 def define_data_flags():
+  flags.DEFINE_string(
+      'dataset', 'binarized_mnist',
+      'binarized_mnist, or the same data as a PATH.npz (e.g. on a machine '
+      'without TFDS); figures are per epoch of its training split.')
   flags.DEFINE_string('tfds_data_dir', None, 'Where TFDS keeps prepared datasets.')
   flags.DEFINE_string('tfds_manual_dir', data.default_manual_dir(),
                       'Root of offline TFDS download files.')
 
 
 def setup():
-  """Quiets library INFO logs, prints the machine, loads binarized MNIST."""
+  """Quiets library INFO logs, prints the machine, loads `--dataset`."""
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   print(f'machine: {machine()}')
-  return data.load('binarized_mnist', tfds_data_dir=FLAGS.tfds_data_dir,
+  return data.load(FLAGS.dataset, tfds_data_dir=FLAGS.tfds_data_dir,
                    tfds_manual_dir=FLAGS.tfds_manual_dir)
 
 
@@ -46,7 +50,7 @@ def flax_example_config(**overrides):
   784-500-20 MLP, ReLU, Bernoulli pixels, Adam 1e-3, batch 128.
   """
   return config_lib.TrainConfig(**{
-      'workdir': 'unused', 'dataset': 'binarized_mnist', 'hidden_dims': (500,),
+      'workdir': 'unused', 'dataset': FLAGS.dataset, 'hidden_dims': (500,),
       'latent_dim': 20, 'activation': 'relu', 'batch_size': 128,
       'learning_rate': 1e-3, **overrides})
 
@@ -122,6 +126,17 @@ def torch_or_none():
   torch.set_num_threads(os.cpu_count())
   torch.manual_seed(0)
   return torch
+
+
+def torch_device(torch):
+  """The GPU when PyTorch sees one (to compare like with like), else the CPU."""
+  return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def torch_synchronize(torch):
+  """Waits for PyTorch's queued GPU work, so that a timing includes it."""
+  if torch.cuda.is_available():
+    torch.cuda.synchronize()
 
 
 def torch_installed():
@@ -248,9 +263,16 @@ def gemm_peak_gflops(size=2048, repeats=5):
 
 def _torch_gemm_seconds(size, repeats):
   torch = torch_or_none()
-  a, b = torch.randn(size, size), torch.randn(size, size)
-  torch.matmul(a, b)
-  return lambda: min(timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
+  device = torch_device(torch)
+  a = torch.randn(size, size, device=device)
+  b = torch.randn(size, size, device=device)
+
+  def gemm():
+    torch.matmul(a, b)
+    torch_synchronize(torch)
+
+  gemm()
+  return lambda: min(timed(gemm) for _ in range(repeats))
 
 
 def machine():

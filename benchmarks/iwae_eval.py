@@ -43,10 +43,11 @@ def torch_iwae(layers, x, num_samples, chunk_size):
   `layers`: the (kernel, bias) NumPy arrays of the four Linear layers.
   """
   torch = common.torch_or_none()
-  weights = [(torch.from_numpy(kernel.T.copy()), torch.from_numpy(bias))
-             for kernel, bias in layers]
+  device = common.torch_device(torch)
+  weights = [(torch.from_numpy(kernel.T.copy()).to(device),
+              torch.from_numpy(bias).to(device)) for kernel, bias in layers]
   linear = lambda i, h: torch.nn.functional.linear(h, *weights[i])
-  x = torch.from_numpy(x.reshape(len(x), -1))
+  x = torch.from_numpy(x.reshape(len(x), -1)).to(device)
   per_chunk = max(1, chunk_size // num_samples)
   log_2pi = math.log(2 * math.pi)
 
@@ -56,7 +57,7 @@ def torch_iwae(layers, x, num_samples, chunk_size):
       for start in range(0, len(x), per_chunk):
         xb = x[start:start + per_chunk]
         mean, log_var = linear(1, torch.relu(linear(0, xb))).chunk(2, dim=-1)
-        eps = torch.randn(len(xb), num_samples, LATENT)
+        eps = torch.randn(len(xb), num_samples, LATENT, device=device)
         z = mean[:, None] + torch.exp(0.5 * log_var)[:, None] * eps
         logits = linear(3, torch.relu(linear(2, z)))
         log_px = -torch.nn.functional.binary_cross_entropy_with_logits(
@@ -65,7 +66,7 @@ def torch_iwae(layers, x, num_samples, chunk_size):
         log_qz = -0.5 * (eps**2 + log_2pi + log_var[:, None]).sum(-1)
         bounds.append(torch.logsumexp(log_px + log_pz - log_qz, dim=1)
                       - math.log(num_samples))
-    return torch.cat(bounds).numpy()
+    return torch.cat(bounds).cpu().numpy()
 
   return run
 

@@ -76,19 +76,21 @@ def pytorch_epoch(train_images, steps):
       kl = 0.5 * (torch.expm1(log_var) - log_var + mean**2).sum(-1)
       return (rec + kl).mean()
 
-  model = VAE()
+  device = common.torch_device(torch)
+  model = VAE().to(device)
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
   train_x = torch.from_numpy(train_images.reshape(len(train_images), 784)
-                             .astype(np.float32))
+                             .astype(np.float32)).to(device)
 
   def run():
-    order = torch.randperm(len(train_x))
+    order = torch.randperm(len(train_x), device=device)
     for i in range(steps):
       x = train_x[order[i * BATCH:(i + 1) * BATCH]]
       optimizer.zero_grad(set_to_none=True)
       loss = model(x)
       loss.backward()
       optimizer.step()
+    common.torch_synchronize(torch)
 
   return run
 
