@@ -60,7 +60,7 @@ def test_binary_trains_one_epoch_end_to_end(tmp_path, architecture):
       f'--workdir={tmp_path}', '--dataset=linear_gaussian',
       '--likelihood=gaussian', f'--architecture={architecture}',
       '--latent_dim=2',
-      '--hidden_dims=32' if architecture == 'mlp' else '--conv_channels=8,16',
+      '--hidden_dims=32' if architecture == 'mlp' else '--conv_channels=4,8',
       '--num_epochs=1', '--batch_size=100', '--eval_iwae_samples=20')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'epoch 1/1' in result.stdout and 'test NLL' in result.stdout
