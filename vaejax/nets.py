@@ -51,8 +51,9 @@ PRIORS = ('standard_normal', 'learned_diagonal', 'vamp')
 
 # VampPrior pseudo-inputs: free parameters initialised N(0.05, 0.01^2), seen
 # through clip(u, 0, 1) where the data are pixels in [0, 1] (Tomczak &
-# Welling's hardtanh). The reference code's default mean, -0.05, would start
-# every pixel below the clip, where it passes no gradient.
+# Welling's hardtanh), as the reference code's MNIST loaders set them
+# (utils/load_data.py; its command-line default mean, -0.05, which they
+# override, would start every pixel below the clip, where no gradient passes).
 PSEUDO_INPUT_INIT = (0.05, 0.01)
 
 
