@@ -20,7 +20,9 @@ from vaejax.kl import standard_normal_kl
 from vaejax.likelihoods import bernoulli_log_prob
 from vaejax.likelihoods import gaussian_log_prob
 from vaejax.linear_gaussian import LinearGaussian
+from vaejax.linear_gaussian import LinearGaussianChain
 from vaejax.linear_gaussian import make_linear_gaussian
+from vaejax.linear_gaussian import make_linear_gaussian_chain
 
 __version__ = "0.1.0"
 
@@ -29,6 +31,7 @@ __all__ = (
     "ElboTerms",
     "FullCovarianceGaussian",
     "LinearGaussian",
+    "LinearGaussianChain",
     "MixtureOfDiagonalGaussians",
     "StandardNormal",
     "bernoulli_log_prob",
@@ -41,6 +44,7 @@ __all__ = (
     "kl_divergence",
     "log_importance_weights",
     "make_linear_gaussian",
+    "make_linear_gaussian_chain",
     "negative_elbo",
     "negative_iwae_bound",
     "reparameterize",

@@ -22,6 +22,41 @@ with a keyword-only `key` (dropout, stochastic layers) is given a key of its
 own, derived from the draws' key, which keeps the draws of z those of a
 model without one. The functions here take one example; `negative_elbo` and
 `negative_iwae_bound` are the batched training losses.
+
+Several stochastic layers. A model with `latent_layers = L` (an int, 2 or
+more) has latents z_1 (next to x) .. z_L (the top), the generative chain
+p(z_L) p(z_{L-1}|z_L) .. p(z_1|z_2) p(x|z_1) and the bottom-up inference
+chain q(z_1|x) q(z_2|z_1) .. q(z_L|z_{L-1}) (Burda et al.'s two-layer
+models), through these methods:
+
+  model.encode(x) -> q(z_1|x)                  as above
+  model.encode_layer(l, z) -> q(z_l|z_{l-1})   l = 2..L, z = z_{l-1}
+  model.prior() -> p(z_L)                      optional; N(0, I) if absent
+  model.prior_layer(l, z) -> p(z_l|z_{l+1})    l = 1..L-1, z = z_{l+1}
+  model.log_likelihood(x, z) -> log p(x|z_1)   z = z_1
+
+each for one example and returning a distribution or (mean, log_var); `l`
+is a Python int, so a model may hold one network per layer. The ELBO is
+
+  E_q[log p(x|z_1) + sum_l log p(z_l|z_{l+1}) + log p(z_L)
+      - sum_l log q(z_l|z_{l-1})],
+
+estimated on K joint draws (z_1, .., z_L)_k, each layer's draw given the one
+below; the top layer's KL(q(z_L|z_{L-1}) || p(z_L)) is in closed form for
+`analytic_kl=True` (at each draw of z_{L-1}), the lower layers' terms are
+estimated from the draws. The importance weights are over the joint draws.
+A minimal two-layer model, linear-Gaussian:
+
+  class TwoLayers:
+    latent_layers = 2
+    def encode(self, x):            return (W_q1 @ x, jnp.zeros(4))
+    def encode_layer(self, l, z1):  return (W_q2 @ z1, jnp.zeros(2))
+    def prior_layer(self, l, z2):   return (W_p1 @ z2, jnp.zeros(4))
+    def log_likelihood(self, x, z1):
+      return vaejax.gaussian_log_prob(W_x @ z1, jnp.zeros(()), x)
+
+(`vaejax.linear_gaussian.LinearGaussianChain` is such a model with its
+exact posterior, for which every log importance weight is log p(x).)
 """
 
 import functools
@@ -42,6 +77,8 @@ from vaejax import models
 # small indices (examples, sample chunks) that are folded into the same keys.
 _ENCODE_TAG = 2**31 - 1
 _DECODE_TAG = 2**31 - 2
+# fold_in tag of the per-draw keys of the layers above z_1.
+_LAYER_TAG = 2**31 - 3
 
 
 class ElboTerms(NamedTuple):
@@ -159,6 +196,91 @@ def _draws(model, x, key, num_samples):
   return q, p, _log_weights(model, x, q, p, z, eps, key)
 
 
+def latent_layers(model):
+  """The number of stochastic layers: `model.latent_layers`, else 1."""
+  layers = getattr(model, 'latent_layers', 1)
+  if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
+    raise ValueError(f'model.latent_layers is {layers!r}; expected an int, 1 '
+                     'or more')
+  missing = [name for name in ('encode_layer', 'prior_layer')
+             if layers > 1 and not hasattr(model, name)]
+  if missing:
+    raise ValueError(f'model.latent_layers is {layers} but the model has no '
+                     f'{" or ".join(missing)}; a model of several stochastic '
+                     'layers needs both (see vaejax.elbo)')
+  return layers
+
+
+def _conditional(model, method, layer, z, key):
+  """`model.<method>(layer, z)` as a distribution, with a key if it takes one."""
+  function = getattr(model, method)
+  if models.takes_key(function):
+    return distributions.as_distribution(function(layer, z, key=key))
+  return distributions.as_distribution(function(layer, z))
+
+
+def _layered_draws(model, x, key, num_samples, analytic_kl):
+  """K joint draws (z_1, .., z_L)_k through the chain of stochastic layers.
+
+  z_1 is drawn as a one-layer model draws it (the same key and noise);
+  each higher layer's draw gets a key of its own per draw. Returns
+  (log_likelihoods `[K]`, log_ratios `[K, L]`, top_kls `[K]` or None):
+  log p(x|z_1); for each layer log q(z_l|z_{l-1}) - log p(z_l|z_{l+1}),
+  the top's against p(z_L); and KL(q(z_L|z_{L-1}) || p(z_L)) in closed form
+  at each draw when `analytic_kl` asks for it (None: where the pair has one).
+  """
+  layers = latent_layers(model)
+  q1 = posterior(model, x, key)
+  z1, eps1 = q1.sample_and_noise(key, num_samples)
+  draw_keys = jax.random.split(jax.random.fold_in(key, _LAYER_TAG), z1.shape[0])
+  decode_keys = jax.random.split(jax.random.fold_in(key, _DECODE_TAG), z1.shape[0])
+  closed_form = []  # decided while tracing: the types are known only then
+
+  def one_draw(z1, eps1, draw_key, decode_key):
+    zs, log_qs, qs = [z1], [q1.noise_log_prob(eps1)], [q1]
+    for layer in range(2, layers + 1):
+      layer_key = jax.random.fold_in(draw_key, layer)
+      q = _conditional(model, 'encode_layer', layer, zs[-1],
+                       jax.random.fold_in(layer_key, _ENCODE_TAG))
+      z, eps = q.sample_and_noise(layer_key)
+      zs, log_qs, qs = zs + [z], log_qs + [q.noise_log_prob(eps)], qs + [q]
+    top_prior = prior(model, qs[-1])
+    log_ps = [top_prior.log_prob(zs[-1])]
+    for layer in range(layers - 1, 0, -1):
+      p = _conditional(model, 'prior_layer', layer, zs[layer],
+                       jax.random.fold_in(draw_key, _DECODE_TAG - layer))
+      if p.dim != qs[layer - 1].dim:
+        raise ValueError(
+            f'model.prior_layer({layer}, z) is over {p.dim} dimensions and '
+            f'q(z_{layer}) over {qs[layer - 1].dim}; they must agree')
+      log_ps.insert(0, p.log_prob(zs[layer - 1]))
+    if models.takes_key(model.log_likelihood):
+      log_likelihood = model.log_likelihood(x, z1, key=decode_key)
+    else:
+      log_likelihood = model.log_likelihood(x, z1)
+    if jnp.shape(log_likelihood) != ():
+      raise ValueError(
+          f'model.log_likelihood(x, z) returned {checks.shape_of(log_likelihood)} '
+          f'for x {checks.shape_of(x)}; expected a scalar, log p(x|z_1) summed '
+          "over the example's dimensions")
+    has_one = distributions.has_closed_form_kl(qs[-1], top_prior)
+    analytic = has_one if analytic_kl is None else bool(analytic_kl)
+    if analytic and not has_one:
+      raise TypeError(
+          'analytic_kl=True needs the top layer\'s KL in closed form, and there '
+          f'is none for q {type(qs[-1]).__name__} || p '
+          f'{type(top_prior).__name__}: use analytic_kl=False')
+    closed_form.append(analytic)
+    top_kl = (distributions.kl_divergence(qs[-1], top_prior) if analytic
+              else jnp.zeros((), log_likelihood.dtype))
+    ratios = jnp.stack([lq - lp for lq, lp in zip(log_qs, log_ps)])
+    return log_likelihood, ratios, top_kl
+
+  log_likelihoods, log_ratios, top_kls = jax.vmap(one_draw)(
+      z1, eps1, draw_keys, decode_keys)
+  return log_likelihoods, log_ratios, top_kls if closed_form[-1] else None
+
+
 def elbo(model, x, key, *, num_samples=1, beta=1.0, analytic_kl=True):
   """The ELBO of one example, E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)).
 
@@ -174,10 +296,20 @@ def elbo(model, x, key, *, num_samples=1, beta=1.0, analytic_kl=True):
       (for a pair without one, a TypeError at trace time); False for the
       estimate 1/K sum_k [log q(z_k|x) - log p(z_k)] on the same draws;
       None for the closed form where the pair has one, else the estimate.
+      For a model of several layers this is the top layer's KL; the lower
+      layers' terms are always estimated from the draws.
 
   Returns:
     `ElboTerms` of scalars: elbo = log_likelihood - beta * kl.
   """
+  if latent_layers(model) > 1:
+    log_likelihoods, log_ratios, top_kls = _layered_draws(
+        model, x, key, num_samples, analytic_kl)
+    layer_kls = jnp.mean(log_ratios, axis=0)
+    if top_kls is not None:
+      layer_kls = layer_kls.at[-1].set(jnp.mean(top_kls))
+    log_likelihood, kl = jnp.mean(log_likelihoods), jnp.sum(layer_kls)
+    return ElboTerms(log_likelihood - beta * kl, log_likelihood, kl)
   q, p, (log_likelihoods, log_ratios) = _draws(model, x, key, num_samples)
   log_likelihood = jnp.mean(log_likelihoods)
   if analytic_kl is None:
@@ -206,6 +338,10 @@ def log_importance_weights(model, x, key, num_samples):
   Returns:
     `[K]` log-weights; `iwae_bound` is their log-mean-exp.
   """
+  if latent_layers(model) > 1:
+    log_likelihoods, log_ratios, _ = _layered_draws(
+        model, x, key, num_samples, analytic_kl=False)
+    return log_likelihoods - jnp.sum(log_ratios, axis=-1)
   _, _, (log_likelihoods, log_ratios) = _draws(model, x, key, num_samples)
   return log_likelihoods - log_ratios
 

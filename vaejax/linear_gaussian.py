@@ -111,15 +111,8 @@ class LinearGaussian(NamedTuple):
   @precision_lib.highest
   def log_marginal(self, x):
     """log p(x) = log N(x; b, W W^T + sigma^2 I), by a Cholesky factor."""
-    data_dim = self.bias.shape[0]
-    cov = self.weight @ self.weight.T + jnp.exp(self.log_var) * jnp.eye(
-        data_dim, dtype=self.weight.dtype)
-    scale_tril = jnp.linalg.cholesky(cov)
-    whitened = jax.scipy.linalg.solve_triangular(
-        scale_tril, x - self.bias, lower=True)
-    half_log_det = jnp.sum(jnp.log(jnp.diagonal(scale_tril)))
-    return -0.5 * (data_dim * math.log(2.0 * math.pi)
-                   + jnp.sum(jnp.square(whitened))) - half_log_det
+    return _gaussian_log_density(x, self.bias, self.weight @ self.weight.T,
+                                 self.log_var)
 
   @precision_lib.highest
   def sample(self, key, num_samples):
@@ -175,3 +168,145 @@ def make_linear_gaussian(key, data_dim, latent_dim, *, noise_std=0.5,
       weight=weight,
       bias=jax.random.normal(bias_key, (data_dim,), dtype),
       log_var=jnp.asarray(2.0 * math.log(noise_std), dtype))
+
+
+def _gaussian_log_density(x, mean, low_rank_cov, log_var):
+  """log N(x; mean, low_rank_cov + exp(log_var) I), by a Cholesky factor."""
+  dim = mean.shape[0]
+  scale_tril = jnp.linalg.cholesky(
+      low_rank_cov + jnp.exp(log_var) * jnp.eye(dim, dtype=mean.dtype))
+  whitened = jax.scipy.linalg.solve_triangular(scale_tril, x - mean, lower=True)
+  half_log_det = jnp.sum(jnp.log(jnp.diagonal(scale_tril)))
+  return -0.5 * (dim * math.log(2.0 * math.pi)
+                 + jnp.sum(jnp.square(whitened))) - half_log_det
+
+
+def _conditioned(prior_mean, prior_cov, weight, bias, log_var, y):
+  """u | y for u ~ N(prior_mean, prior_cov), y | u ~ N(weight u + bias, exp(log_var) I).
+
+  Precision Lambda = prior_cov^-1 + weight^T weight / s^2 and mean
+  Lambda^-1 (prior_cov^-1 prior_mean + weight^T (y - bias) / s^2), by
+  Cholesky solves; a `FullCovarianceGaussian`.
+  """
+  eye = jnp.eye(prior_mean.shape[0], dtype=prior_mean.dtype)
+  prior_precision = jax.scipy.linalg.cho_solve(
+      (jnp.linalg.cholesky(prior_cov), True), eye)
+  noise_precision = jnp.exp(-log_var)
+  factor = (jnp.linalg.cholesky(
+      prior_precision + noise_precision * weight.T @ weight), True)
+  cov = jax.scipy.linalg.cho_solve(factor, eye)
+  mean = jax.scipy.linalg.cho_solve(
+      factor, prior_precision @ prior_mean + noise_precision * weight.T @ (y - bias))
+  return distributions.FullCovarianceGaussian(
+      mean, jnp.linalg.cholesky(0.5 * (cov + cov.T)))
+
+
+class LinearGaussianChain(NamedTuple):
+  """Two linear-Gaussian layers, z_2 -> z_1 -> x: the exact two-layer VAE.
+
+    z_2 ~ N(0, I),  z_1 | z_2 ~ N(A z_2 + a, tau^2 I),
+    x | z_1 ~ N(W z_1 + b, sigma^2 I),
+
+  so z_1 ~ N(a, C) with C = A A^T + tau^2 I and x ~ N(W a + b,
+  W C W^T + sigma^2 I) (`log_marginal`). The posterior factorises as
+  p(z_1, z_2 | x) = p(z_1|x) p(z_2|z_1) (x depends on z_2 only through z_1),
+  both full-covariance Gaussians, and the model's inference chain is
+  exactly that: `encode` is p(z_1|x), `encode_layer(2, z_1)` is p(z_2|z_1).
+  With it every log importance weight of `vaejax.elbo` is log p(x); the
+  model follows the layered protocol of `vaejax.elbo`.
+
+  Attributes:
+    weight: `[D, L1]` W.
+    bias: `[D]` b.
+    log_var: scalar log sigma^2.
+    top_weight: `[L1, L2]` A.
+    top_bias: `[L1]` a.
+    top_log_var: scalar log tau^2.
+  """
+  weight: jax.Array
+  bias: jax.Array
+  log_var: jax.Array
+  top_weight: jax.Array
+  top_bias: jax.Array
+  top_log_var: jax.Array
+
+  latent_layers = 2
+
+  def _z1_cov(self):
+    return self.top_weight @ self.top_weight.T
+
+  @precision_lib.highest
+  def encode(self, x):
+    """p(z_1|x), a `FullCovarianceGaussian`."""
+    eye = jnp.eye(self.top_bias.shape[0], dtype=self.top_bias.dtype)
+    return _conditioned(self.top_bias, self._z1_cov() + jnp.exp(self.top_log_var) * eye,
+                        self.weight, self.bias, self.log_var, x)
+
+  @precision_lib.highest
+  def encode_layer(self, layer, z1):
+    """p(z_2|z_1) (layer 2), a `FullCovarianceGaussian`."""
+    del layer  # the only one above z_1
+    top_dim = self.top_weight.shape[1]
+    return _conditioned(jnp.zeros(top_dim, self.top_bias.dtype),
+                        jnp.eye(top_dim, dtype=self.top_bias.dtype),
+                        self.top_weight, self.top_bias, self.top_log_var, z1)
+
+  def prior(self):
+    """p(z_2) = N(0, I)."""
+    return distributions.StandardNormal(self.top_weight.shape[1],
+                                        jnp.result_type(self.top_bias))
+
+  @precision_lib.highest
+  def prior_layer(self, layer, z2):
+    """p(z_1|z_2) = N(A z_2 + a, tau^2 I) (layer 1)."""
+    del layer
+    return distributions.DiagonalGaussian(
+        self.top_weight @ z2 + self.top_bias,
+        jnp.full(self.top_bias.shape, self.top_log_var))
+
+  @precision_lib.highest
+  def log_likelihood(self, x, z1):
+    """log p(x|z_1) = log N(x; W z_1 + b, sigma^2 I)."""
+    return likelihoods.gaussian_log_prob(self.weight @ z1 + self.bias,
+                                         self.log_var, x)
+
+  @precision_lib.highest
+  def log_marginal(self, x):
+    """log p(x) = log N(x; W a + b, W C W^T + sigma^2 I)."""
+    eye = jnp.eye(self.top_bias.shape[0], dtype=self.top_bias.dtype)
+    z1_cov = self._z1_cov() + jnp.exp(self.top_log_var) * eye
+    return _gaussian_log_density(x, self.weight @ self.top_bias + self.bias,
+                                 self.weight @ z1_cov @ self.weight.T, self.log_var)
+
+  @precision_lib.highest
+  def sample(self, key, num_samples):
+    """Draws `[num_samples, D]` examples x ~ p(x), through z_2 and z_1."""
+    keys = jax.random.split(key, 3)
+    dtype = self.bias.dtype
+    z2 = jax.random.normal(keys[0], (num_samples, self.top_weight.shape[1]), dtype)
+    z1 = (z2 @ self.top_weight.T + self.top_bias[None] + jnp.exp(0.5 * self.top_log_var)
+          * jax.random.normal(keys[1], (num_samples, self.top_bias.shape[0]), dtype))
+    return (z1 @ self.weight.T + self.bias[None] + jnp.exp(0.5 * self.log_var)
+            * jax.random.normal(keys[2], (num_samples, self.bias.shape[0]), dtype))
+
+
+@precision_lib.highest
+def make_linear_gaussian_chain(key, data_dim, latent_dims, *, noise_std=0.5,
+                               top_noise_std=0.5, dtype=jnp.float32):
+  """A random `LinearGaussianChain` with latent sizes `latent_dims` = (L1, L2).
+
+  W `[D, L1]` and A `[L1, L2]` have N(0, 1/fan_in) entries, b ~ N(0, I),
+  a ~ N(0, I); sigma = `noise_std`, tau = `top_noise_std`.
+  """
+  if len(latent_dims) != 2 or not 1 <= latent_dims[1] <= latent_dims[0] <= data_dim:
+    raise ValueError(f'latent_dims must be (L1, L2) with 1 <= L2 <= L1 <= '
+                     f'data_dim={data_dim}, got {tuple(latent_dims)}')
+  first, top = latent_dims
+  keys = jax.random.split(key, 4)
+  return LinearGaussianChain(
+      weight=jax.random.normal(keys[0], (data_dim, first), dtype) / math.sqrt(first),
+      bias=jax.random.normal(keys[1], (data_dim,), dtype),
+      log_var=jnp.asarray(2.0 * math.log(noise_std), dtype),
+      top_weight=jax.random.normal(keys[2], (first, top), dtype) / math.sqrt(top),
+      top_bias=jax.random.normal(keys[3], (first,), dtype),
+      top_log_var=jnp.asarray(2.0 * math.log(top_noise_std), dtype))
