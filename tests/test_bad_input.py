@@ -237,6 +237,15 @@ TRAIN_CASES = [
      '--vamp_components must be positive'),
     (['--vamp_components=10'], '--vamp_components applies to --prior=vamp only'),
     (['--architecture=linear'], '--hidden_dims=16 has no effect here'),
+    # Two stochastic layers.
+    (['--top_latent_dim=-1'], '--top_latent_dim must be 0 (one layer) or positive'),
+    (['--top_latent_dim=2', '--top_hidden_dims=0'],
+     '--top_hidden_dims must be one or more positive widths'),
+    (['--top_latent_dim=2', '--prior=learned_diagonal'],
+     'needs --prior=standard_normal, got --prior=learned_diagonal'),
+    (['--top_latent_dim=2', '--posterior=full_covariance'],
+     'needs --posterior=diagonal, got --posterior=full_covariance'),
+    (['--top_hidden_dims=8'], '--top_hidden_dims applies to --top_latent_dim above 0'),
     # Missing data files.
     (MISSING_DATA, 'missing: binarized_mnist_train.amat'),
 ]
@@ -283,6 +292,7 @@ SWEEP_CASES = [
     (['--batch_size=5000'], 'larger than the 2000 training examples'),
     (['--learning_rate=-1'], '--learning_rate must be positive'),
     (['--latent_dim=3'], "Unknown command line flag 'latent_dim'"),
+    (['--top_latent_dim=2', '--vectorize'], 'its members train one after another'),
     (['--bogus=1'], "Unknown command line flag 'bogus'"),
     (['--dataset=cifar100'], 'unknown dataset'),
     (['summarise'], 'the only command is `summarize`'),

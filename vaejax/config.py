@@ -59,6 +59,14 @@ class TrainConfig:
   latent_dim: int = _field(20, 'Dimension of z.')
   hidden_dims: tuple[int, ...] = _field(
       (500,), 'MLP hidden layer widths, encoder order; the decoder mirrors them.')
+  top_latent_dim: int = _field(
+      0, 'Dimension of a second stochastic layer z_2 above z (0: one layer). '
+      'Two layers: p(z_2) p(z|z_2) p(x|z) and q(z|x) q(z_2|z), the networks '
+      'between z and z_2 of --top_hidden_dims (Burda et al. 2015). '
+      '--architecture=mlp, --posterior=diagonal, --prior=standard_normal.')
+  top_hidden_dims: tuple[int, ...] = _field(
+      (100, 100), 'Two layers: hidden widths of q(z_2|z), bottom up; p(z|z_2) '
+      'mirrors them.')
   conv_channels: tuple[int, ...] = _field(
       (32, 64), 'Conv: the channels of the two stride-2 convolutions.')
   activation: str = _field('relu', f'One of: {", ".join(nets.ACTIVATIONS)}.')
@@ -309,6 +317,7 @@ def validate(config):
     raise ConfigError('--objective=iwae is the importance-weighted bound '
                       'itself: it takes no --beta or --kl_warmup_epochs')
   _check_no_ignored_flags(c)
+  _check_top_layer(c)
   if c.architecture == 'mlp':
     if not c.hidden_dims or min(c.hidden_dims) < 1:
       raise ConfigError(
@@ -355,6 +364,8 @@ def _check_no_ignored_flags(c):
                 for n in ('adam_b1', 'adam_b2', 'adam_eps')]
   if c.prior != 'vamp':
     ignored.append(('vamp_components', '--prior=vamp'))
+  if not c.top_latent_dim:
+    ignored.append(('top_hidden_dims', '--top_latent_dim above 0 (two layers)'))
   if c.architecture == 'mlp':
     ignored.append(('conv_channels', '--architecture=conv'))
   if c.architecture == 'conv':
@@ -370,6 +381,23 @@ def _check_no_ignored_flags(c):
                f'--{name}={",".join(map(str, value)) if isinstance(value, tuple) else value}')
       raise ConfigError(f'{shown} has no effect here: --{name} applies to '
                         f'{needs} only; drop it')
+
+
+def _check_top_layer(c):
+  if c.top_latent_dim == 0:
+    return
+  if not (c.top_latent_dim > 0 and math.isfinite(c.top_latent_dim)):
+    raise ConfigError(f'--top_latent_dim must be 0 (one layer) or positive, got '
+                      f'{c.top_latent_dim}')
+  if not c.top_hidden_dims or min(c.top_hidden_dims) < 1:
+    raise ConfigError(
+        f'--top_hidden_dims must be one or more positive widths, got '
+        f'{",".join(map(str, c.top_hidden_dims)) or "nothing"}')
+  for name, needs in (('architecture', 'mlp'), ('posterior', 'diagonal'),
+                      ('prior', 'standard_normal')):
+    if getattr(c, name) != needs:
+      raise ConfigError(f'--top_latent_dim (two stochastic layers) needs '
+                        f'--{name}={needs}, got --{name}={getattr(c, name)}')
 
 
 def _check_likelihood_fits_data(c, spec):

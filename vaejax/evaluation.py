@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaejax import distributions
+from vaejax import elbo as elbo_lib
 from vaejax import kl as kl_lib
 from vaejax import nets
 from vaejax import plots
@@ -122,9 +123,30 @@ def make_latent_stats(model_fn, batch_size):
             x[indices], _example_keys(key, indices)),
         x.shape[0], batch_size)
     active = jnp.sum(jnp.var(q.mean, axis=0) > ACTIVE_UNIT_THRESHOLD)
+    layers = elbo_lib.latent_layers(model)
+    if layers > 1:
+      return _active_per_layer(model, q.mean, layers, batch_size), None
     return active, _mean_kl_per_dim(q, model.prior() if hasattr(model, 'prior') else None)
 
   return latent_stats
+
+
+def _active_per_layer(model, means, layers, batch_size):
+  """`[layers]` active units of each stochastic layer, bottom up.
+
+  E[z_l|x] for l >= 2 is taken through the chain of means: the mean of
+  q(z_l | E[z_{l-1}|x]) (not the expectation over z_{l-1}, which would need
+  draws and add their noise to the variance over x).
+  """
+  counts = [jnp.sum(jnp.var(means, axis=0) > ACTIVE_UNIT_THRESHOLD)]
+  for layer in range(2, layers + 1):
+    means = map_over_examples(
+        lambda indices, means=means, layer=layer: jax.vmap(
+            lambda z: distributions.as_distribution(
+                model.encode_layer(layer, z)).mean)(means[indices]),
+        means.shape[0], batch_size)
+    counts.append(jnp.sum(jnp.var(means, axis=0) > ACTIVE_UNIT_THRESHOLD))
+  return jnp.stack(counts)
 
 
 def _mean_kl_per_dim(q, p):
@@ -182,10 +204,13 @@ def results_of(config, final, test_log_marginal=None):
       'test_nll_iwae': float(-bounds.mean()),
       'test_nll_iwae_stderr': float(bounds.std() / np.sqrt(len(bounds))),
       'iwae_samples': config.eval_iwae_samples,
-      'active_units': int(final['active']),
+      'active_units': int(np.ravel(final['active'])[0]),
       'kl_per_dim': None if final['kl_per_dim'] is None else [
           float(v) for v in final['kl_per_dim'][:config.latent_dim]],
   }
+  if np.ndim(final['active']):  # several stochastic layers, bottom up
+    results['top_latent_dim'] = config.top_latent_dim
+    results['active_units_per_layer'] = [int(a) for a in final['active']]
   if test_log_marginal is not None:
     results['test_nll_true'] = float(-np.mean(test_log_marginal))
   return results

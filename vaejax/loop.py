@@ -152,4 +152,13 @@ def results_line(results):
   """The final figures of a run in one line."""
   return (f'test ELBO {results["test_elbo"]:.3f} nats, test NLL (IWAE, '
           f'K={results["iwae_samples"]}) {results["test_nll_iwae"]:.3f} nats, '
-          f'active units {results["active_units"]}/{results["latent_dim"]}')
+          f'active units {_active_units(results)}')
+
+
+def _active_units(results):
+  """'a/L', or per layer 'a1/L1, a2/L2 (by layer)' for two stochastic layers."""
+  per_layer = results.get('active_units_per_layer')
+  if not per_layer:
+    return f'{results["active_units"]}/{results["latent_dim"]}'
+  sizes = (results['latent_dim'], results['top_latent_dim'])
+  return ', '.join(f'{a}/{n}' for a, n in zip(per_layer, sizes)) + ' (by layer)'

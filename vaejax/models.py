@@ -48,6 +48,15 @@ def takes_key(method):
 
 
 def _mlp(config, rngs):
+  if config.top_latent_dim:
+    common = _common(config)
+    for name in ('posterior', 'prior', 'vamp_components'):  # checked: the defaults
+      del common[name]
+    return nets.TwoLayerMLPVAE(
+        config.spec.image_shape, config.latent_dim,
+        top_latent_dim=config.top_latent_dim,
+        top_hidden_dims=tuple(config.top_hidden_dims),
+        hidden_dims=tuple(config.hidden_dims), rngs=rngs, **common)
   return nets.MLPVAE(config.spec.image_shape, config.latent_dim,
                      hidden_dims=tuple(config.hidden_dims), rngs=rngs,
                      **_common(config))

@@ -190,11 +190,21 @@ class VAE(nnx.Module):
 
 
 def prior_draws(model, key, num, latent_dim):
-  """`[num, latent_dim]` draws of z from `model.prior()`.
+  """`[num, latent_dim]` draws of z from `model.prior()` (of z_1 through the
+  chain, for a model of several stochastic layers).
 
   N(0, I), also for a model without `prior`, draws `jax.random.normal(key,
   (num, latent_dim))`, as vaejax always has for its sample images.
   """
+  layers = getattr(model, 'latent_layers', 1)
+  if layers > 1:  # ancestral: z_L ~ p(z_L), then z_l ~ p(z_l|z_{l+1}) down to z_1
+    keys = jax.random.split(key, layers)
+    z = model.prior().sample(keys[-1], num)
+    for layer in range(layers - 1, 0, -1):
+      draw = lambda z, k, layer=layer: distributions.as_distribution(
+          model.prior_layer(layer, z)).sample(k)
+      z = jax.vmap(draw)(z, jax.random.split(keys[layer - 1], num))
+    return z
   p = model.prior() if hasattr(model, 'prior') else None
   if p is None or isinstance(p, distributions.StandardNormal):
     return jax.random.normal(key, (num, latent_dim))
@@ -220,22 +230,77 @@ class MLPVAE(VAE):
     super().__init__(data_shape, latent_dim, likelihood, gaussian_variance,
                      posterior, prior, vamp_components, rngs)
     act = ACTIVATIONS[activation]
-    init = KERNEL_INITS[kernel_init]
-    linear = functools.partial(nnx.Linear, kernel_init=init, rngs=rngs)
+    linear = functools.partial(nnx.Linear, kernel_init=KERNEL_INITS[kernel_init],
+                               rngs=rngs)
     data_dim = math.prod(self.data_shape)
-    widths = [data_dim, *hidden_dims]
-    layers = [_flatten]
-    for d_in, d_out in zip(widths, widths[1:]):
-      layers += [linear(d_in, d_out), act]
     self.encoder = nnx.Sequential(
-        *layers, linear(widths[-1], encoder_size(latent_dim, posterior)))
-    widths = [latent_dim, *reversed(hidden_dims)]
-    layers = []
-    for d_in, d_out in zip(widths, widths[1:]):
-      layers += [linear(d_in, d_out), act]
+        _flatten, *_mlp_layers([data_dim, *hidden_dims], linear, act),
+        linear(hidden_dims[-1], encoder_size(latent_dim, posterior)))
     self.decoder = nnx.Sequential(
-        *layers, linear(widths[-1], data_dim),
+        *_mlp_layers([latent_dim, *reversed(hidden_dims)], linear, act),
+        linear(hidden_dims[0], data_dim),
         functools.partial(jnp.reshape, shape=self.data_shape))
+
+
+def _mlp_layers(widths, linear, act):
+  """[Linear(w_i, w_{i+1}), act] for consecutive widths."""
+  layers = []
+  for d_in, d_out in zip(widths, widths[1:]):
+    layers += [linear(d_in, d_out), act]
+  return layers
+
+
+class TwoLayerMLPVAE(MLPVAE):
+  """Two stochastic layers, z_2 -> z_1 -> x (Burda et al. 2015, section 5).
+
+  Generative: p(z_2) = N(0, I), p(z_1|z_2) a diagonal Gaussian from an MLP
+  (z_2 -> `top_hidden_dims` reversed -> mean and log-variance of z_1),
+  p(x|z_1) the one-layer model's decoder. Inference: q(z_1|x) the one-layer
+  encoder, q(z_2|z_1) a diagonal Gaussian from an MLP (z_1 ->
+  `top_hidden_dims` -> mean and log-variance of z_2). Log-variances are
+  bounded as the encoder's (`bound_log_var`). The model implements the
+  layered protocol of `vaejax.elbo` (`latent_layers = 2`).
+  """
+
+  latent_layers = 2
+
+  def __init__(self, data_shape, latent_dim, *, top_latent_dim,
+               top_hidden_dims=(100, 100), hidden_dims=(500,), activation='relu',
+               kernel_init='lecun_normal', likelihood='bernoulli',
+               gaussian_variance='learned', rngs):
+    super().__init__(data_shape, latent_dim, hidden_dims=hidden_dims,
+                     activation=activation, kernel_init=kernel_init,
+                     likelihood=likelihood, gaussian_variance=gaussian_variance,
+                     rngs=rngs)
+    act = ACTIVATIONS[activation]
+    linear = functools.partial(nnx.Linear, kernel_init=KERNEL_INITS[kernel_init],
+                               rngs=rngs)
+    self.top_latent_dim = top_latent_dim
+    self.top_encoder = nnx.Sequential(
+        *_mlp_layers([latent_dim, *top_hidden_dims], linear, act),
+        linear(top_hidden_dims[-1], 2 * top_latent_dim))
+    self.top_decoder = nnx.Sequential(
+        *_mlp_layers([top_latent_dim, *reversed(top_hidden_dims)], linear, act),
+        linear(top_hidden_dims[0], 2 * latent_dim))
+
+  @staticmethod
+  def _diagonal(raw):
+    mean, log_var = jnp.split(raw, 2)
+    return distributions.DiagonalGaussian(mean, bound_log_var(log_var))
+
+  def encode_layer(self, layer, z1):
+    """q(z_2|z_1)."""
+    del layer  # the only layer above z_1
+    return self._diagonal(self.top_encoder(z1))
+
+  def prior(self):
+    """p(z_2) = N(0, I)."""
+    return distributions.StandardNormal(self.top_latent_dim)
+
+  def prior_layer(self, layer, z2):
+    """p(z_1|z_2)."""
+    del layer
+    return self._diagonal(self.top_decoder(z2))
 
 
 class LinearVAE(VAE):

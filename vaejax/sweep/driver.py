@@ -38,6 +38,11 @@ def run(base, flags, log=print):
   configs = [members_lib.member_config(base, flags, m) for m in members]
   for config in configs:
     config_lib.validate(config)
+  if base.top_latent_dim and flags.vectorize:
+    raise config_lib.ConfigError(
+        '--vectorize pads the members\' z, which a two-layer model '
+        '(--top_latent_dim) feeds to q(z_2|z) and draws from p(z|z_2): its '
+        'members train one after another; drop --vectorize')
   data.check_available(base.dataset, tfds_data_dir=base.tfds_data_dir,
                        tfds_manual_dir=base.tfds_manual_dir)
   members_lib.prepare_sweep_dir(base, flags)
@@ -57,7 +62,7 @@ def run(base, flags, log=print):
         run_dir.verify_latest()
       dataset = data.load(base.dataset, tfds_data_dir=base.tfds_data_dir,
                           tfds_manual_dir=base.tfds_manual_dir)
-      if members_lib.vectorizes(flags):
+      if members_lib.vectorizes(flags) and not base.top_latent_dim:
         _train_vectorized(todo, dataset, log)
       else:
         for config, run_dir in todo:
