@@ -26,7 +26,7 @@ PYTHAE_FLAGS ?=
 FAMILY_FLAGS ?= --num_epochs=10 --eval_iwae_samples=100
 MANUAL_DIR_FLAG = $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
-.PHONY: install test train sweep bench clean kingma_welling burda pythae families
+.PHONY: install test train sweep bench clean kingma_welling burda burda_two_layer pythae families
 
 install: $(STAMP)
 
@@ -86,6 +86,16 @@ burda: $(STAMP)
 	    --flagfile=experiments/flags/burda_table1.flags \
 	    --objective=$$objective --num_samples=$$k \
 	    --workdir=$(RESULTS_DIR)/burda_$${objective%% *}_k$$k \
+	    $(MANUAL_DIR_FLAG) $(BURDA_FLAGS) || exit 1; \
+	done; done
+
+# The same six rows with two stochastic layers (burda_table1_two_layer.flags).
+burda_two_layer: $(STAMP)
+	for objective in 'elbo --noanalytic_kl' iwae; do for k in 1 5 50; do \
+	  $(BIN)/python -m experiments.train \
+	    --flagfile=experiments/flags/burda_table1_two_layer.flags \
+	    --objective=$$objective --num_samples=$$k \
+	    --workdir=$(RESULTS_DIR)/burda_two_layer_$${objective%% *}_k$$k \
 	    $(MANUAL_DIR_FLAG) $(BURDA_FLAGS) || exit 1; \
 	done; done
 

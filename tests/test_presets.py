@@ -8,6 +8,7 @@ dataset needs changed (real-valued pixels: a Gaussian likelihood, no
 binarization) and the budget cut, so the presets cannot rot.
 """
 
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -29,6 +30,7 @@ PRESETS = {
     'flax_example.flags': 'train',
     'kingma_welling_fig2.flags': 'sweep',
     'burda_table1.flags': 'train',
+    'burda_table1_two_layer.flags': 'train',
     'pythae_binarized_mnist.flags': 'train',
 }
 
@@ -128,6 +130,10 @@ RECORDED = {
         adam_b1=0.9, adam_b2=0.999, adam_eps=1e-4, lr_schedule='burda',
         hidden_dims=[200, 200], activation='tanh', kernel_init='glorot_uniform',
         batch_size=20, latent_dim=50),
+    'burda_table1_two_layer.flags': dict(
+        objective='iwae', num_samples=5, optimizer='adam', lr_schedule='burda',
+        hidden_dims=[200, 200], latent_dim=100, top_hidden_dims=[100, 100],
+        top_latent_dim=50, activation='tanh', batch_size=20),
     'pythae_binarized_mnist.flags': dict(
         objective='elbo', num_samples=1, optimizer='adam', learning_rate=1e-4,
         lr_schedule='step', lr_decay_epochs=[200, 350], hidden_dims=[400],
@@ -163,6 +169,20 @@ def test_preset_runs_on_generated_data(tmp_path, name, extra):
     assert np.isfinite(results['test_nll_iwae'])
 
 
+def test_two_layer_burda_preset_is_the_one_layer_one_with_a_second_layer():
+  # Parsed as the binary parses it (nested flagfile included); the model
+  # trains through the binary in test_families_nets.py.
+  name = 'burda_table1_two_layer.flags'
+  config, _ = parse_preset(name, '--objective=iwae', '--num_samples=5')
+  recorded = {k: getattr(config, k) for k in RECORDED[name]}
+  assert recorded == {k: tuple(v) if isinstance(v, list) else v
+                      for k, v in RECORDED[name].items()}
+  one_layer, _ = parse_preset('burda_table1.flags')
+  differ = {f.name for f in dataclasses.fields(config)
+            if getattr(config, f.name) != getattr(one_layer, f.name)}
+  assert differ == {'latent_dim', 'top_latent_dim', 'objective', 'num_samples'}
+
+
 RECORD_ARGS = """#!/bin/sh
 # Stands in for the interpreter: appends its arguments, one JSON list a line.
 exec "{python}" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@" >> "{log}"
@@ -190,11 +210,17 @@ def flag_values_of(call):
   """{flag: value} of a recorded call, the flagfile's lines first."""
   module, *args = call[1:]
   values = {'module': module}
+
+  def read_flagfile(path):  # its lines in order, a nested flagfile's in place
+    for line in (REPO_ROOT / path).read_text().splitlines():
+      if line.startswith('--flagfile='):
+        read_flagfile(line.split('=', 1)[1])
+      elif line.startswith('--'):
+        values.update([line[2:].split('=', 1) if '=' in line else (line[2:], True)])
+
   for arg in args:
     if arg.startswith('--flagfile='):
-      for line in (REPO_ROOT / arg.split('=', 1)[1]).read_text().splitlines():
-        if line.startswith('--'):
-          values.update([line[2:].split('=', 1) if '=' in line else (line[2:], True)])
+      read_flagfile(arg.split('=', 1)[1])
     elif '=' in arg:
       values.update([arg[2:].split('=', 1)])
     else:
@@ -203,8 +229,10 @@ def flag_values_of(call):
   return values
 
 
-def test_make_burda_runs_the_six_rows_of_table_1(tmp_path):
-  calls = make_calls(tmp_path, 'burda', 'BURDA_FLAGS=--num_epochs=40',
+@pytest.mark.parametrize('target, latent_dims', [
+    ('burda', ('50', None)), ('burda_two_layer', ('100', '50'))])
+def test_make_burda_runs_the_six_rows_of_table_1(tmp_path, target, latent_dims):
+  calls = make_calls(tmp_path, target, 'BURDA_FLAGS=--num_epochs=40',
                      'TFDS_MANUAL_DIR=/data', 'RESULTS_DIR=out')
   rows = [flag_values_of(c) for c in calls]
   assert all(r['module'] == 'experiments.train' for r in rows)
@@ -214,10 +242,11 @@ def test_make_burda_runs_the_six_rows_of_table_1(tmp_path):
                                    ('elbo', '50', False), ('iwae', '1', None),
                                    ('iwae', '5', None), ('iwae', '50', None)]
   assert sorted(r['workdir'] for r in rows) == [
-      f'out/burda_{o}_k{k}' for o in ('elbo', 'iwae') for k in (1, 5, 50)]
+      f'out/{target}_{o}_k{k}' for o in ('elbo', 'iwae') for k in (1, 5, 50)]
   for r in rows:
     assert (r['num_epochs'], r['tfds_manual_dir'], r['lr_schedule'],
             r['batch_size']) == ('40', '/data', 'burda', '20')
+    assert (r['latent_dim'], r.get('top_latent_dim')) == latent_dims
 
 
 def test_make_kingma_welling_and_pythae_run_their_presets(tmp_path):
