@@ -110,14 +110,13 @@ def test_vamp_prior_is_the_mixture_of_posteriors_at_the_pseudo_inputs():
 
 
 # (flags, whether the run is also killed and resumed). Resuming is the same
-# for every family (the parameters are one pytree to orbax); the two-layer
-# model's run resumes, with the networks of its second layer among the
-# model's parameters.
+# for every family (the parameters are one pytree to orbax); the learned
+# prior's run resumes, with the prior's parameters among the model's.
 COMBINATIONS = [
     (dict(prior='vamp', vamp_components=10, analytic_kl=False), False),
     (dict(posterior='full_covariance', prior='learned_diagonal'), False),
-    (dict(prior='learned_diagonal'), False),
-    (dict(top_latent_dim=3, top_hidden_dims=(8,)), True),
+    (dict(prior='learned_diagonal'), True),
+    (dict(top_latent_dim=3, top_hidden_dims=(8,)), False),
 ]
 
 
@@ -146,10 +145,16 @@ def test_every_family_trains_evaluates_and_resumes(tmp_path, overrides, resume,
     np.testing.assert_allclose(sum(whole['kl_per_dim']), whole['test_kl'], rtol=1e-4)
   else:
     assert whole['kl_per_dim'] is None
-  if config.top_latent_dim:  # active units of z and of z_2
+  if config.top_latent_dim:  # active units and KL of z and of z_2
     per_layer = whole['active_units_per_layer']
     assert len(per_layer) == 2 and per_layer[0] == whole['active_units']
     assert 0 <= per_layer[1] <= config.top_latent_dim
+    np.testing.assert_allclose(sum(whole['test_kl_per_layer']), whole['test_kl'],
+                               rtol=1e-5)
+    for record in files.read_jsonl(tmp_path / 'whole' / 'metrics.jsonl'):
+      for split in ('valid', 'test'):
+        np.testing.assert_allclose(sum(record[f'{split}_kl_per_layer']),
+                                   record[f'{split}_kl'], rtol=1e-5)
   else:
     assert 'active_units_per_layer' not in whole
   if not resume:

@@ -212,7 +212,7 @@ def test_gradients_by_finite_differences(dtype):
   rng = np.random.default_rng(1)
   a_p, a_q = as_jax(dtype, *rng.normal(size=(2, 4, 4)))
   log_var_p, log_var_q = as_jax(dtype, *rng.uniform(-1, 1, size=(2, 4)))
-  kwargs = dict(order=2, modes=['fwd', 'rev'], eps=1e-5)
+  kwargs = dict(order=2, modes=['rev'], eps=1e-5)
   # Covariances through S = A A^T + I, so that perturbations stay symmetric.
   check_grads(
       jax.jit(lambda mp, ap, mq, aq: vaejax.gaussian_kl(

@@ -406,3 +406,25 @@ def test_a_workdir_of_another_sweep_is_refused(reference):
   workdir, _ = reference
   with pytest.raises(config_lib.ConfigError, match=r'--latent_dims \(\[1, 3\] there'):
     run_sweep(workdir, sweep.SweepFlags(latent_dims=(1, 4), seeds=(0, 1)))
+
+
+def test_two_layer_members_show_each_layer_in_the_tables(tmp_path):
+  from vaejax.sweep import summary  # pylint: disable=g-import-not-at-top
+  rows = [{'latent_dim': d, 'seed': 0, 'test_elbo': -100.0 - d,
+           'test_log_likelihood': -90.0, 'test_kl': 10.0 + d,
+           'test_nll_iwae': 95.0, 'active_units': d, 'iwae_samples': 10,
+           'epochs': 1, 'train_seconds': 1.5, 'active_units_per_layer': [d, 1],
+           'test_kl_per_layer': [8.0 + d, 2.0]} for d in (2, 3)]
+  markdown = summary.results_markdown(rows)
+  assert '| test KL (z / z_2) |' in markdown and '| active units (z / z_2) |' in markdown
+  assert '| 3 | 0 | -103.00 | -90.00 | 11.00 / 2.00 | 95.00 | 3 / 1 |' in markdown
+  summary._write_csv(tmp_path / 'results.csv', rows)  # pylint: disable=protected-access
+  with open(tmp_path / 'results.csv') as f:
+    read = list(csv.DictReader(f))
+  assert [(r['active_units_per_layer'], r['test_kl_per_layer']) for r in read] == [
+      ('2;1', '10.0;2.0'), ('3;1', '11.0;2.0')]
+  # One-layer members: the tables as before, without the layer columns.
+  one = [{k: v for k, v in r.items() if 'per_layer' not in k} for r in rows]
+  summary._write_csv(tmp_path / 'one.csv', one)  # pylint: disable=protected-access
+  assert 'per_layer' not in (tmp_path / 'one.csv').read_text()
+  assert '| 3 | 0 | -103.00 | -90.00 | 13.00 | 95.00 | 3 |' in summary.results_markdown(one)

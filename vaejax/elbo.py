@@ -88,11 +88,16 @@ class ElboTerms(NamedTuple):
     elbo: log_likelihood - beta * kl.
     log_likelihood: Monte Carlo estimate of E_q[log p(x|z)], the
       reconstruction term.
-    kl: KL(q(z|x) || p(z)), closed form or estimated.
+    kl: KL(q(z|x) || p(z)), closed form or estimated; for several
+      stochastic layers, KL(q(z_1..z_L|x) || p(z_1..z_L)).
+    kl_per_layer: for several stochastic layers, `[L]` each layer's part of
+      `kl`, bottom up: E_q[log q(z_l|z_{l-1}) - log p(z_l|z_{l+1})] (the
+      top's closed form or estimated, the others estimated); None for one.
   """
   elbo: jax.Array
   log_likelihood: jax.Array
   kl: jax.Array
+  kl_per_layer: jax.Array | None = None
 
 
 def reparameterize(key, mean, log_var, num_samples=None):
@@ -309,7 +314,7 @@ def elbo(model, x, key, *, num_samples=1, beta=1.0, analytic_kl=True):
     if top_kls is not None:
       layer_kls = layer_kls.at[-1].set(jnp.mean(top_kls))
     log_likelihood, kl = jnp.mean(log_likelihoods), jnp.sum(layer_kls)
-    return ElboTerms(log_likelihood - beta * kl, log_likelihood, kl)
+    return ElboTerms(log_likelihood - beta * kl, log_likelihood, kl, layer_kls)
   q, p, (log_likelihoods, log_ratios) = _draws(model, x, key, num_samples)
   log_likelihood = jnp.mean(log_likelihoods)
   if analytic_kl is None:

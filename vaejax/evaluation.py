@@ -66,7 +66,7 @@ def make_evaluate(model_fn, batch_size):
           x[indices], _example_keys(key, indices))
 
     terms = map_over_examples(chunk, x.shape[0], batch_size)
-    return jax.tree.map(jnp.mean, terms)
+    return jax.tree.map(lambda a: jnp.mean(a, axis=0), terms)  # [L] per layer kept
 
   return evaluate
 
@@ -211,6 +211,7 @@ def results_of(config, final, test_log_marginal=None):
   if np.ndim(final['active']):  # several stochastic layers, bottom up
     results['top_latent_dim'] = config.top_latent_dim
     results['active_units_per_layer'] = [int(a) for a in final['active']]
+    results['test_kl_per_layer'] = [float(v) for v in terms.kl_per_layer]
   if test_log_marginal is not None:
     results['test_nll_true'] = float(-np.mean(test_log_marginal))
   return results

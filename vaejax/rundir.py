@@ -97,7 +97,12 @@ class RunDir:
       if self._writer is None:
         self._writer = _tensorboard_writer(self.path)
       for name, value in record.items():
-        if name != 'epoch':
+        if name == 'epoch':
+          continue
+        if isinstance(value, list):  # per stochastic layer: one curve each
+          for layer, v in enumerate(value, 1):
+            self._writer.add_scalar(f'{name}/{layer}', v, global_step=record['epoch'])
+        else:
           self._writer.add_scalar(name, value, global_step=record['epoch'])
       self._writer.flush()
     self._checkpointer.save(record['epoch'], state)  # by every process
@@ -164,6 +169,8 @@ def epoch_record(config, epoch, stats, epoch_seconds, valid_terms, test_terms,
     record[f'{split}_elbo'] = float(terms.elbo)
     record[f'{split}_log_likelihood'] = float(terms.log_likelihood)
     record[f'{split}_kl'] = float(terms.kl)
+    if terms.kl_per_layer is not None:  # several stochastic layers
+      record[f'{split}_kl_per_layer'] = [float(v) for v in terms.kl_per_layer]
   return record
 
 

@@ -14,6 +14,8 @@ from vaejax.sweep import members as members_lib
 CSV_COLUMNS = ('latent_dim', 'seed', 'test_elbo', 'test_log_likelihood',
                'test_kl', 'test_nll_iwae', 'active_units', 'iwae_samples',
                'epochs', 'train_seconds')
+# Added for members of two stochastic layers: lists, bottom up, ';'-joined.
+LAYER_COLUMNS = ('active_units_per_layer', 'test_kl_per_layer')
 
 
 def summarize(workdir, log=print):
@@ -37,7 +39,8 @@ def summarize(workdir, log=print):
       missing.append(member.name)
       continue
     results = files.read_json(member_dir / 'results.json')
-    rows.append({'seed': member.seed, **{k: results.get(k) for k in CSV_COLUMNS
+    rows.append({'seed': member.seed, **{k: results.get(k)
+                                         for k in CSV_COLUMNS + LAYER_COLUMNS
                                          if k != 'seed'}})
     curves[member] = files.read_jsonl(member_dir / 'metrics.jsonl')
   if missing:
@@ -55,22 +58,44 @@ def summarize(workdir, log=print):
   return rows
 
 
+def _layered(rows):
+  return any(r.get('active_units_per_layer') for r in rows)
+
+
+def _csv_cell(value):
+  if value is None:
+    return ''
+  if isinstance(value, list):
+    return ';'.join(map(_csv_cell, value))
+  return repr(value) if isinstance(value, float) else str(value)
+
+
 def _write_csv(path, rows):
-  lines = [','.join(CSV_COLUMNS)]
+  columns = CSV_COLUMNS + (LAYER_COLUMNS if _layered(rows) else ())
+  lines = [','.join(columns)]
   for row in rows:
-    lines.append(','.join('' if row[c] is None else repr(row[c]) if isinstance(
-        row[c], float) else str(row[c]) for c in CSV_COLUMNS))
+    lines.append(','.join(_csv_cell(row.get(c)) for c in columns))
   files.write_atomic(path, '\n'.join(lines) + '\n')
+
+
+def _active(row):
+  """'a', or 'a1 / a2' by layer for two stochastic layers."""
+  per_layer = row.get('active_units_per_layer')
+  return ' / '.join(map(str, per_layer)) if per_layer else row['active_units']
 
 
 def results_markdown(rows):
   """The members table, and mean +- std over seeds per latent size."""
+  layered = _layered(rows)
   members = tables.markdown_table(
-      ['latent_dim', 'seed', 'test ELBO', 'test log-likelihood', 'test KL',
-       'test NLL (IWAE)', 'active units'],
+      ['latent_dim', 'seed', 'test ELBO', 'test log-likelihood',
+       'test KL (z / z_2)' if layered else 'test KL', 'test NLL (IWAE)',
+       'active units (z / z_2)' if layered else 'active units'],
       [[r['latent_dim'], r['seed'], f'{r["test_elbo"]:.2f}',
-        f'{r["test_log_likelihood"]:.2f}', f'{r["test_kl"]:.2f}',
-        f'{r["test_nll_iwae"]:.2f}', r['active_units']] for r in rows],
+        f'{r["test_log_likelihood"]:.2f}',
+        (' / '.join(f'{v:.2f}' for v in r['test_kl_per_layer'])
+         if layered else f'{r["test_kl"]:.2f}'),
+        f'{r["test_nll_iwae"]:.2f}', _active(r)] for r in rows],
       align='r' * 7)
   groups = []
   for latent_dim in sorted({r['latent_dim'] for r in rows}):
