@@ -72,6 +72,8 @@ bench: $(BENCH_STAMP)
 	  --repeats=2 $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 	$(BIN)/python -m benchmarks.families \
 	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
+	$(BIN)/python -m benchmarks.two_layer \
+	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
 # Kingma & Welling (2013), Figure 2: a sweep over latent sizes 3 to 200.
 kingma_welling: $(STAMP)
