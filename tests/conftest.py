@@ -105,6 +105,15 @@ def _module_rank(item):
   return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
 
 
+def pytest_ignore_collect(collection_path, config):
+  """Under --x64, skips importing test modules that mark nothing float64."""
+  if (config.getoption('--x64') and collection_path.suffix == '.py'
+      and collection_path.name.startswith('test_')
+      and 'mark.float64' not in collection_path.read_text()):
+    return True
+  return None
+
+
 def pytest_collection_modifyitems(config, items):
   items.sort(key=_module_rank)  # stable: the order within a module stays
   if not config.getoption('--x64'):
