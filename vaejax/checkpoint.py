@@ -11,6 +11,8 @@ overwritten) is refused with one line instead of restoring wrong weights.
 import hashlib
 import json
 import pathlib
+import sys
+import threading
 
 import jax
 
@@ -93,8 +95,14 @@ class Checkpointer:
     """Restores the checkpoint of `epoch` into the structure and dtypes of `like`."""
     self.verify(epoch)
     abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, like)
+    stderr = sys.stderr
+    # A failed read leaves TensorStore's other reads calling back into
+    # orbax's closed event loop from their own threads, whose tracebacks
+    # would print beside the one-line error: while restoring, and for good
+    # once it failed, only the main thread writes to stderr.
+    sys.stderr = _MainThreadOnly(stderr)
     try:
-      return self._manager.restore(
+      restored = self._manager.restore(
           epoch, args=self._ocp.args.StandardRestore(abstract))
     except Exception as e:  # orbax and tensorstore raise many kinds
       reason = ' '.join(str(e).split())[:300]
@@ -102,6 +110,8 @@ class Checkpointer:
           f'cannot restore the checkpoint of epoch {epoch} '
           f'({self._directory / str(epoch)}): {type(e).__name__}: {reason}; '
           'delete that folder to resume from the checkpoint before it') from None
+    sys.stderr = stderr
+    return restored
 
   def close(self):
     self._manager.close()
@@ -120,3 +130,18 @@ class Checkpointer:
       digest.update(str(path.relative_to(root)).encode() + b'\0')
       digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+class _MainThreadOnly:
+  """A text stream that passes on the main thread's writes only."""
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def write(self, text):
+    if threading.current_thread() is threading.main_thread():
+      return self._stream.write(text)
+    return len(text)
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
