@@ -81,25 +81,24 @@ kingma_welling: $(STAMP)
 	  --flagfile=experiments/flags/kingma_welling_fig2.flags \
 	  --workdir=$(RESULTS_DIR)/kingma_welling $(MANUAL_DIR_FLAG) $(KW_FLAGS)
 
-# Burda et al. (2015), Table 1: VAE and IWAE at K = 1, 5, 50, one run each.
+# Burda et al. (2015), Table 1: VAE and IWAE at K = 1, 5, 50, one run each;
+# burda_rows runs the six from preset $(1) into $(RESULTS_DIR)/$(2)_<objective>_k<K>.
+define burda_rows
+for objective in 'elbo --noanalytic_kl' iwae; do for k in 1 5 50; do \
+  $(BIN)/python -m experiments.train \
+    --flagfile=experiments/flags/$(1).flags \
+    --objective=$$objective --num_samples=$$k \
+    --workdir=$(RESULTS_DIR)/$(2)_$${objective%% *}_k$$k \
+    $(MANUAL_DIR_FLAG) $(BURDA_FLAGS) || exit 1; \
+done; done
+endef
+
 burda: $(STAMP)
-	for objective in 'elbo --noanalytic_kl' iwae; do for k in 1 5 50; do \
-	  $(BIN)/python -m experiments.train \
-	    --flagfile=experiments/flags/burda_table1.flags \
-	    --objective=$$objective --num_samples=$$k \
-	    --workdir=$(RESULTS_DIR)/burda_$${objective%% *}_k$$k \
-	    $(MANUAL_DIR_FLAG) $(BURDA_FLAGS) || exit 1; \
-	done; done
+	$(call burda_rows,burda_table1,burda)
 
 # The same six rows with two stochastic layers (burda_table1_two_layer.flags).
 burda_two_layer: $(STAMP)
-	for objective in 'elbo --noanalytic_kl' iwae; do for k in 1 5 50; do \
-	  $(BIN)/python -m experiments.train \
-	    --flagfile=experiments/flags/burda_table1_two_layer.flags \
-	    --objective=$$objective --num_samples=$$k \
-	    --workdir=$(RESULTS_DIR)/burda_two_layer_$${objective%% *}_k$$k \
-	    $(MANUAL_DIR_FLAG) $(BURDA_FLAGS) || exit 1; \
-	done; done
+	$(call burda_rows,burda_table1_two_layer,burda_two_layer)
 
 # pythae's VAE benchmark on statically binarized MNIST.
 pythae: $(STAMP)

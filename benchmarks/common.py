@@ -197,6 +197,28 @@ def measure(candidates, repeats):
   return alternate(candidates, repeats), memory
 
 
+def compare_epochs(dataset, configs, repeats, title):
+  """Times each config's compiled epoch, alternating, and prints a table.
+
+  `configs`: name -> `TrainConfig`, the first the baseline the others are
+  relative to. Prints `title`, then per config the median seconds per
+  epoch with the spread, the ratio to the baseline, and the compile time.
+  """
+  candidates, compile_seconds = {}, {}
+  for name, config in configs.items():
+    candidates[name], compile_seconds[name] = compiled_epoch(dataset, config)
+  times, _ = measure(candidates, repeats)
+  base_name = next(iter(configs))
+  base = statistics.median(times[base_name])
+  width = max(map(len, configs)) + 1
+  print(f'\n{title}:')
+  print(f'{"":{width}} {"s/epoch (median, min-max)":34} {"of " + base_name:>16} '
+        f'{"compile s":>10}')
+  for name, seconds in times.items():
+    print(f'{name:{width}} {summary(seconds):34} '
+          f'{statistics.median(seconds) / base:15.2f}x {compile_seconds[name]:10.2f}')
+
+
 def summary(seconds):
   """'median s (min-max)' of a list of seconds."""
   return (f'{statistics.median(seconds):.3f} s '

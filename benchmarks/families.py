@@ -21,7 +21,6 @@ family's time relative to the diagonal posterior of the same latent size.
 
 from absl import app
 from absl import flags
-import numpy as np
 
 from benchmarks import common
 
@@ -44,20 +43,12 @@ def main(argv):
   del argv
   dataset = common.setup()
   for latent_dim in map(int, FLAGS.latent_dims):
-    candidates, compile_seconds = {}, {}
-    for name, overrides in FAMILIES.items():
-      if name == 'vamp' and str(latent_dim) not in FLAGS.vamp_latent_dims:
-        continue
-      config = common.flax_example_config(latent_dim=latent_dim, **overrides)
-      candidates[name], compile_seconds[name] = common.compiled_epoch(dataset, config)
-    times, _ = common.measure(candidates, FLAGS.repeats)
-    base = np.median(times['diagonal'])
-    print(f'\nlatent size {latent_dim}:')
-    print(f'{"":16} {"s/epoch (median, min-max)":34} {"of diagonal":>12} '
-          f'{"compile s":>10}')
-    for name, seconds in times.items():
-      print(f'{name:16} {common.summary(seconds):34} '
-            f'{np.median(seconds) / base:11.2f}x {compile_seconds[name]:10.2f}')
+    configs = {
+        name: common.flax_example_config(latent_dim=latent_dim, **overrides)
+        for name, overrides in FAMILIES.items()
+        if name != 'vamp' or str(latent_dim) in FLAGS.vamp_latent_dims}
+    common.compare_epochs(dataset, configs, FLAGS.repeats,
+                          f'latent size {latent_dim}')
 
 
 if __name__ == '__main__':

@@ -21,7 +21,6 @@ objective.
 
 from absl import app
 from absl import flags
-import numpy as np
 
 from benchmarks import common
 
@@ -46,19 +45,11 @@ def main(argv):
   del argv
   dataset = common.setup()
   for objective, objective_flags in OBJECTIVES.items():
-    candidates, compile_seconds = {}, {}
-    for name, model_flags in MODELS.items():
-      config = common.flax_example_config(
-          batch_size=FLAGS.batch_size, **BURDA, **model_flags, **objective_flags)
-      candidates[name], compile_seconds[name] = common.compiled_epoch(dataset, config)
-    times, _ = common.measure(candidates, FLAGS.repeats)
-    base = np.median(times['one_layer'])
-    print(f'\n{objective}, batch {FLAGS.batch_size}:')
-    print(f'{"":10} {"s/epoch (median, min-max)":34} {"of one layer":>13} '
-          f'{"compile s":>10}')
-    for name, seconds in times.items():
-      print(f'{name:10} {common.summary(seconds):34} '
-            f'{np.median(seconds) / base:12.2f}x {compile_seconds[name]:10.2f}')
+    configs = {name: common.flax_example_config(
+        batch_size=FLAGS.batch_size, **BURDA, **model_flags, **objective_flags)
+               for name, model_flags in MODELS.items()}
+    common.compare_epochs(dataset, configs, FLAGS.repeats,
+                          f'{objective}, batch {FLAGS.batch_size}')
 
 
 if __name__ == '__main__':

@@ -256,6 +256,14 @@ def test_a_layered_model_missing_its_methods_says_so():
                      r'and q\(z_1\) over 2'):
     vaejax.elbo(WrongSize(), x, jax.random.key(0))
 
+  class BatchedLayer(WrongSize):
+    def encode_layer(self, layer, z):
+      return jnp.zeros((3, 2)), jnp.zeros((3, 2))
+
+  with pytest.raises(ValueError, match=r'model.encode_layer\(2, z\) returned mean '
+                     r'\[3, 2\] and log_var \[3, 2\] for z \[2\]; expected \[L\] each'):
+    vaejax.elbo(BatchedLayer(), x, jax.random.key(0))
+
   class Fractional(WrongSize):
     latent_layers = 1.5
 

@@ -135,7 +135,16 @@ def posterior(model, x, key):
     encoded = model.encode(x, key=jax.random.fold_in(key, _ENCODE_TAG))
   else:
     encoded = model.encode(x)
-  q = distributions.as_distribution(encoded)
+  return _one_example(encoded, 'model.encode(x)', f'x {checks.shape_of(x)}')
+
+
+def _one_example(output, call, given):
+  """`output` of a model's method as a distribution over one example's `[L]`.
+
+  A one-line ValueError naming `call` and what it was `given` unless a
+  Gaussian's parts have the ranks and sizes of one example.
+  """
+  q = distributions.as_distribution(output)
   if isinstance(q, distributions.DiagonalGaussian):
     parts, expected = (('mean', q.mean, 1), ('log_var', q.log_var, 1)), '[L] each'
   elif isinstance(q, distributions.FullCovarianceGaussian):
@@ -147,8 +156,8 @@ def posterior(model, x, key):
       or len({d for _, a, _ in parts for d in jnp.shape(a)}) != 1):
     got = ' and '.join(f'{name} {checks.shape_of(a)}' for name, a, _ in parts)
     raise ValueError(
-        f'model.encode(x) returned {got} for x {checks.shape_of(x)}; expected '
-        f'{expected} for ONE example (vmap over a batch, or use negative_elbo)')
+        f'{call} returned {got} for {given}; expected {expected} for ONE '
+        'example (vmap over a batch, or use negative_elbo)')
   return q
 
 
@@ -173,24 +182,29 @@ def _log_weights(model, x, q, p, z, eps, key):
   50 dimensions in float32 at mean 8, log_var -30). A `log_likelihood` that
   takes a key gets one per draw, from `key`.
   """
-  if models.takes_key(model.log_likelihood):
-    keys = jax.random.split(jax.random.fold_in(key, _DECODE_TAG), z.shape[0])
-    log_likelihood = lambda z, k: model.log_likelihood(x, z, key=k)
-  else:
-    keys = jnp.zeros(z.shape[0])
-    log_likelihood = lambda z, _: model.log_likelihood(x, z)
-
   def one_draw(z, eps, key):
-    log_q = q.noise_log_prob(eps)
-    value = log_likelihood(z, key)
-    if jnp.shape(value) != ():
-      raise ValueError(
-          f'model.log_likelihood(x, z) returned {checks.shape_of(value)} for x '
-          f'{checks.shape_of(x)}; expected a scalar, log p(x|z) summed over '
-          "the example's dimensions")
-    return value, log_q - p.log_prob(z)
+    return _log_likelihood(model, x, z, key), q.noise_log_prob(eps) - p.log_prob(z)
 
-  return jax.vmap(one_draw)(z, eps, keys)
+  return jax.vmap(one_draw)(z, eps, _decode_keys(key, z.shape[0]))
+
+
+def _decode_keys(key, num_samples):
+  """One key per draw for a `log_likelihood` of its own randomness."""
+  return jax.random.split(jax.random.fold_in(key, _DECODE_TAG), num_samples)
+
+
+def _log_likelihood(model, x, z, key):
+  """log p(x|z) of one draw, a scalar, checked; `key` if the model takes one."""
+  if models.takes_key(model.log_likelihood):
+    value = model.log_likelihood(x, z, key=key)
+  else:
+    value = model.log_likelihood(x, z)
+  if jnp.shape(value) != ():
+    raise ValueError(
+        f'model.log_likelihood(x, z) returned {checks.shape_of(value)} for x '
+        f'{checks.shape_of(x)}; expected a scalar, log p(x|z) summed over '
+        "the example's dimensions")
+  return value
 
 
 def _draws(model, x, key, num_samples):
@@ -217,11 +231,12 @@ def latent_layers(model):
 
 
 def _conditional(model, method, layer, z, key):
-  """`model.<method>(layer, z)` as a distribution, with a key if it takes one."""
+  """`model.<method>(layer, z)` as a checked distribution, with a key if it
+  takes one."""
   function = getattr(model, method)
-  if models.takes_key(function):
-    return distributions.as_distribution(function(layer, z, key=key))
-  return distributions.as_distribution(function(layer, z))
+  output = (function(layer, z, key=key) if models.takes_key(function)
+            else function(layer, z))
+  return _one_example(output, f'model.{method}({layer}, z)', f'z {checks.shape_of(z)}')
 
 
 def _layered_draws(model, x, key, num_samples, analytic_kl):
@@ -238,7 +253,7 @@ def _layered_draws(model, x, key, num_samples, analytic_kl):
   q1 = posterior(model, x, key)
   z1, eps1 = q1.sample_and_noise(key, num_samples)
   draw_keys = jax.random.split(jax.random.fold_in(key, _LAYER_TAG), z1.shape[0])
-  decode_keys = jax.random.split(jax.random.fold_in(key, _DECODE_TAG), z1.shape[0])
+  decode_keys = _decode_keys(key, z1.shape[0])
   closed_form = []  # decided while tracing: the types are known only then
 
   def one_draw(z1, eps1, draw_key, decode_key):
@@ -259,15 +274,7 @@ def _layered_draws(model, x, key, num_samples, analytic_kl):
             f'model.prior_layer({layer}, z) is over {p.dim} dimensions and '
             f'q(z_{layer}) over {qs[layer - 1].dim}; they must agree')
       log_ps.insert(0, p.log_prob(zs[layer - 1]))
-    if models.takes_key(model.log_likelihood):
-      log_likelihood = model.log_likelihood(x, z1, key=decode_key)
-    else:
-      log_likelihood = model.log_likelihood(x, z1)
-    if jnp.shape(log_likelihood) != ():
-      raise ValueError(
-          f'model.log_likelihood(x, z) returned {checks.shape_of(log_likelihood)} '
-          f'for x {checks.shape_of(x)}; expected a scalar, log p(x|z_1) summed '
-          "over the example's dimensions")
+    log_likelihood = _log_likelihood(model, x, z1, decode_key)
     has_one = distributions.has_closed_form_kl(qs[-1], top_prior)
     analytic = has_one if analytic_kl is None else bool(analytic_kl)
     if analytic and not has_one:

@@ -122,10 +122,10 @@ def make_latent_stats(model_fn, batch_size):
         lambda indices: jax.vmap(functools.partial(posterior, model))(
             x[indices], _example_keys(key, indices)),
         x.shape[0], batch_size)
-    active = jnp.sum(jnp.var(q.mean, axis=0) > ACTIVE_UNIT_THRESHOLD)
     layers = elbo_lib.latent_layers(model)
     if layers > 1:
       return _active_per_layer(model, q.mean, layers, batch_size), None
+    active = jnp.sum(jnp.var(q.mean, axis=0) > ACTIVE_UNIT_THRESHOLD)
     return active, _mean_kl_per_dim(q, model.prior() if hasattr(model, 'prior') else None)
 
   return latent_stats
