@@ -3,12 +3,18 @@ r"""Trains one VAE per (latent_dim, seed) as one compiled program, and compares 
   python -m experiments.sweep --workdir=/tmp/sweep \
       --latent_dims=2,5,10,20,50,200 --seeds=0,1,2 [every train flag]
   python -m experiments.sweep summarize --workdir=/tmp/sweep
+  python -m experiments.sweep --workdir=/tmp/top \
+      --flagfile=experiments/flags/burda_table1_two_layer.flags \
+      --top_latent_dims=10,20,50 --objective=iwae --num_samples=5
 
-Every flag of experiments.train but --latent_dim and --seed applies to all
-members. Running the same command again skips finished members and resumes
-the others. --shard=i/n splits the members over n independent jobs; run
-`summarize` when all are done. With --distributed, each process of a
-multi-host job runs this same command (see the README).
+Every flag of experiments.train but --seed applies to all members;
+--latent_dims, where given, replaces --latent_dim (where it is not, a
+preset's --latent_dim is the one size, swept over --seeds), and
+--top_latent_dims replaces --top_latent_dim. Running the same command again
+skips finished members and resumes the others. --shard=i/n splits the
+members over n independent jobs; run `summarize` when all are done. With
+--distributed, each process of a multi-host job runs this same command (see
+the README).
 """
 
 from absl import app
@@ -19,7 +25,7 @@ from vaejax import config as config_lib
 from vaejax import sweep
 from vaejax import train
 
-PER_MEMBER = ('latent_dim', 'seed')
+PER_MEMBER = ('seed',)
 config_lib.define_flags(config_lib.TrainConfig, exclude=PER_MEMBER)
 config_lib.define_flags(sweep.SweepFlags)
 
@@ -32,8 +38,10 @@ def main(argv):
         raise config_lib.ConfigError('--workdir is required')
       sweep.summarize(flags.FLAGS.workdir)
       return
-    sweep_flags = config_lib.from_flags(sweep.SweepFlags)
     base = config_lib.from_flags(config_lib.TrainConfig, exclude=PER_MEMBER)
+    sweep_flags = sweep.with_preset_size(
+        config_lib.from_flags(sweep.SweepFlags), base,
+        given=lambda name: flags.FLAGS[name].present)
     sweep.parse_shard(sweep_flags.shard)
     sweep.members_of(sweep_flags)
     if sweep_flags.distributed:

@@ -294,8 +294,13 @@ SWEEP_CASES = [
     (['--latent_dims=-3'], '--latent_dims must be one or more positive sizes'),
     (['--batch_size=5000'], 'larger than the 2000 training examples'),
     (['--learning_rate=-1'], '--learning_rate must be positive'),
-    (['--latent_dim=3'], "Unknown command line flag 'latent_dim'"),
     (['--top_latent_dim=2', '--vectorize'], 'its members train one after another'),
+    (['--top_latent_dims=2'],
+     '--top_latent_dims sweeps z_2 at one size of z, got --latent_dims=1,3'),
+    (['--latent_dims=3', '--top_latent_dims=2,0'],
+     '--top_latent_dims must be positive sizes, got 2,0'),
+    (['--latent_dims=3', '--top_latent_dims=2', '--vectorize'],
+     'its members train one after another'),
     (['--bogus=1'], "Unknown command line flag 'bogus'"),
     (['--dataset=cifar100'], 'unknown dataset'),
     (['summarise'], 'the only command is `summarize`'),
@@ -315,11 +320,31 @@ def test_sweep_refuses_bad_flags(tmp_path, args, message):
   assert_refused('sweep', [*SWEEP_FLAGS, *args], message, tmp_path / 'new')
 
 
+def test_sweep_without_latent_dims_checks_latent_dim(tmp_path):
+  assert_refused('sweep', [*TRAIN_FLAGS, '--latent_dim=0'],
+                 '--latent_dim must be positive, got 0', tmp_path / 'new')
+
+
+def test_sweep_of_the_two_layer_presets_top_layer_gets_to_the_data(tmp_path):
+  # The preset's --latent_dim and --top_latent_dim, then --top_latent_dims:
+  # every member's flags check out, and only the data are missing.
+  args = ['--flagfile=experiments/flags/burda_table1_two_layer.flags',
+          '--top_latent_dims=10,20', f'--tfds_manual_dir={EMPTY}',
+          f'--tfds_data_dir={EMPTY}']
+  assert_refused('sweep', args, 'missing: train-images-idx3-ubyte.gz',
+                 tmp_path / 'new')
+
+
 @pytest.mark.parametrize('binary, flags, message', [
     ('train', [*TRAIN_FLAGS, '--latent_dim=3'], '--latent_dim (2 there, 3 now)'),
     ('train', [*TRAIN_FLAGS, '--latent_dim=2', '--learning_rate=0.01'],
      '--learning_rate'),
     ('sweep', [*SWEEP_FLAGS, '--latent_dims=1,4'], '--latent_dims ([1, 3] there'),
+    # Without --latent_dims, the sweep is of --latent_dim's one size (a preset's).
+    ('sweep', [*TRAIN_FLAGS, '--seeds=0', '--latent_dim=3'],
+     '--latent_dims ([1, 3] there, [3] now)'),
+    ('sweep', [*SWEEP_FLAGS, '--latent_dims=3', '--top_latent_dims=2'],
+     "--top_latent_dims (None there, [2] now)"),
     ('sweep', [*SWEEP_FLAGS, '--hidden_dims=32'], '--hidden_dims'),
 ])
 def test_a_workdir_holding_another_run_is_refused(runs, tmp_path, binary, flags,

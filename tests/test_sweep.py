@@ -408,21 +408,66 @@ def test_a_workdir_of_another_sweep_is_refused(reference):
     run_sweep(workdir, sweep.SweepFlags(latent_dims=(1, 4), seeds=(0, 1)))
 
 
+@pytest.mark.parametrize('given, top_latent_dims, expected', [
+    ((), (), (1, 3)),  # --latent_dims' value (here FLAGS', else its default)
+    (('latent_dim',), (), (7,)),  # a preset's size, swept over seeds
+    (('latent_dims', 'latent_dim'), (), (1, 3)),
+    ((), (2,), (7,)),  # z_2 swept at --latent_dim's z
+    (('latent_dims',), (2,), (1, 3)),
+])
+def test_latent_dims_not_given_are_latent_dims_one_size(given, top_latent_dims,
+                                                        expected):
+  flags = dataclasses.replace(FLAGS, top_latent_dims=top_latent_dims)
+  resolved = sweep.with_preset_size(flags, base_config('unused', latent_dim=7),
+                                    given=given.__contains__)
+  assert resolved.latent_dims == expected
+
+
+def test_a_sweep_of_the_top_layer_size(tmp_path):
+  flags = sweep.SweepFlags(latent_dims=(2,), top_latent_dims=(1, 3), seeds=(0,))
+  sizes = dict(hidden_dims=(8,), top_hidden_dims=(8,), num_epochs=1,
+               eval_iwae_samples=4)
+  rows = run_sweep(tmp_path, flags, **sizes)
+  assert [(r['latent_dim'], r['top_latent_dim']) for r in rows] == [(2, 1), (2, 3)]
+  for row in rows:
+    member = tmp_path / f'latent002_top{row["top_latent_dim"]:03d}_seed0'
+    assert files.read_json(member / 'config.json')['top_latent_dim'] == (
+        row['top_latent_dim'])
+    results = files.read_json(member / 'results.json')
+    assert results['top_latent_dim'] == row['top_latent_dim']
+    assert len(results['active_units_per_layer']) == 2
+  # The table by size groups by z_2's size; the csv has it per member.
+  markdown = (tmp_path / 'results.md').read_text()
+  assert '| top_latent_dim | seeds | test ELBO |' in markdown
+  with open(tmp_path / 'results.csv') as f:
+    assert [r['top_latent_dim'] for r in csv.DictReader(f)] == ['1', '3']
+  assert (tmp_path / 'nll_and_active_units.png').stat().st_size > 0
+  with pytest.raises(config_lib.ConfigError,
+                     match=r'--top_latent_dims \(\[1, 3\] there, \[1, 4\] now'):
+    run_sweep(tmp_path, dataclasses.replace(flags, top_latent_dims=(1, 4)),
+              **sizes)
+
+
 def test_two_layer_members_show_each_layer_in_the_tables(tmp_path):
   from vaejax.sweep import summary  # pylint: disable=g-import-not-at-top
   rows = [{'latent_dim': d, 'seed': 0, 'test_elbo': -100.0 - d,
            'test_log_likelihood': -90.0, 'test_kl': 10.0 + d,
            'test_nll_iwae': 95.0, 'active_units': d, 'iwae_samples': 10,
-           'epochs': 1, 'train_seconds': 1.5, 'active_units_per_layer': [d, 1],
+           'epochs': 1, 'train_seconds': 1.5, 'top_latent_dim': 4,
+           'active_units_per_layer': [d, 1],
            'test_kl_per_layer': [8.0 + d, 2.0]} for d in (2, 3)]
   markdown = summary.results_markdown(rows)
   assert '| test KL (z / z_2) |' in markdown and '| active units (z / z_2) |' in markdown
-  assert '| 3 | 0 | -103.00 | -90.00 | 11.00 / 2.00 | 95.00 | 3 / 1 |' in markdown
+  assert '| 3 | 4 | 0 | -103.00 | -90.00 | 11.00 / 2.00 | 95.00 | 3 / 1 |' in markdown
+  # Per size: mean +- std over seeds of each layer's active units.
+  two_seeds = rows + [{**rows[1], 'seed': 1, 'active_units_per_layer': [1, 2]}]
+  assert '| 3 | 2 | -103.00 +- 0.00 | 95.00 +- 0.00 | 2.00 +- 1.41 / 1.50 +- 0.71 |' in (
+      summary.results_markdown(two_seeds))
   summary._write_csv(tmp_path / 'results.csv', rows)  # pylint: disable=protected-access
   with open(tmp_path / 'results.csv') as f:
     read = list(csv.DictReader(f))
-  assert [(r['active_units_per_layer'], r['test_kl_per_layer']) for r in read] == [
-      ('2;1', '10.0;2.0'), ('3;1', '11.0;2.0')]
+  assert [(r['top_latent_dim'], r['active_units_per_layer'], r['test_kl_per_layer'])
+          for r in read] == [('4', '2;1', '10.0;2.0'), ('4', '3;1', '11.0;2.0')]
   # One-layer members: the tables as before, without the layer columns.
   one = [{k: v for k, v in r.items() if 'per_layer' not in k} for r in rows]
   summary._write_csv(tmp_path / 'one.csv', one)  # pylint: disable=protected-access

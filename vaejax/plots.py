@@ -57,7 +57,7 @@ def _figure(num_cols=1, width=6.0, height=4.0):
   return fig, fig.subplots(1, num_cols, squeeze=False)[0]
 
 
-def plot_bound_curves(path, curves):
+def plot_bound_curves(path, curves, size_name='z'):
   """The ELBO against training examples seen, per latent size (log x).
 
   Kingma & Welling (2013), Figure 2: test ELBO solid, the training loss's
@@ -65,18 +65,21 @@ def plot_bound_curves(path, curves):
 
   Args:
     path: the PNG to write.
-    curves: {member: metrics records}, members with `latent_dim` and `seed`.
+    curves: {member: metrics records}, `sweep.Member`s: their `size` is the
+      swept latent size.
+    size_name: what the size is of, in the legend: 'z', or 'z_2'.
   """
   fig, (ax,) = _figure()
-  latent_dims = sorted({m.latent_dim for m in curves})
+  latent_dims = sorted({m.size for m in curves})
   colors = _colors(len(latent_dims))
   for color, latent_dim in zip(colors, latent_dims):
-    runs = [records for m, records in curves.items() if m.latent_dim == latent_dim]
+    runs = [records for m, records in curves.items() if m.size == latent_dim]
     num_epochs = min(len(r) for r in runs)
     mean = lambda key: np.mean(
         [[rec[key] for rec in r[:num_epochs]] for r in runs], axis=0)
     examples = [rec['examples_seen'] for rec in runs[0][:num_epochs]]
-    ax.plot(examples, mean('test_elbo'), color=color, label=f'z = {latent_dim}')
+    ax.plot(examples, mean('test_elbo'), color=color,
+            label=f'{size_name} = {latent_dim}')
     ax.plot(examples, -mean('train_loss'), color=color, linestyle='--')
   ax.set_xscale('log')
   ax.set_xlabel('training examples seen')
@@ -121,19 +124,21 @@ def plot_learning_curves(path, curves):
   fig.savefig(path, dpi=120)
 
 
-def plot_by_latent_dim(path, rows):
+def plot_by_latent_dim(path, rows, size_key='latent_dim'):
   """Test NLL (IWAE) and -ELBO, and active units, against the latent size.
 
   Args:
     path: the PNG to write.
-    rows: dicts with latent_dim, test_nll_iwae, test_elbo and active_units;
-      several seeds per latent size give mean and standard-deviation bars.
+    rows: dicts with `size_key`, test_nll_iwae, test_elbo and active_units
+      (of the layer whose size `size_key` is); several seeds per latent
+      size give mean and standard-deviation bars.
+    size_key: the swept size: 'latent_dim', or 'top_latent_dim'.
   """
   fig, (left, right) = _figure(num_cols=2, width=5.0)
-  latent_dims = sorted({r['latent_dim'] for r in rows})
+  latent_dims = sorted({r[size_key] for r in rows})
 
   def stats(key, sign=1.0):
-    groups = [[sign * r[key] for r in rows if r['latent_dim'] == k] for k in latent_dims]
+    groups = [[sign * r[key] for r in rows if r[size_key] == k] for k in latent_dims]
     return ([np.mean(g) for g in groups],
             [np.std(g, ddof=1) if len(g) > 1 else 0.0 for g in groups])
 
@@ -142,7 +147,7 @@ def plot_by_latent_dim(path, rows):
     mean, std = stats(key, sign)
     left.errorbar(latent_dims, mean, yerr=std, marker='o', capsize=3, label=label)
   _latent_axis(left, latent_dims)
-  left.set_xlabel('latent_dim')
+  left.set_xlabel(size_key)
   left.set_ylabel('test nats')
   left.legend()
   left.grid(True, which='both', alpha=0.3)
@@ -153,28 +158,29 @@ def plot_by_latent_dim(path, rows):
              label='all units')
   _latent_axis(right, latent_dims)
   right.set_yscale('log')
-  right.set_xlabel('latent_dim')
+  right.set_xlabel(size_key)
   right.set_ylabel('active units (Var_x E[z_u|x] > 0.01)')
   right.legend()
   right.grid(True, which='both', alpha=0.3)
   fig.savefig(path, dpi=120)
 
 
-def plot_samples_by_latent_dim(path, sample_images):
+def plot_samples_by_latent_dim(path, sample_images, size_name='z'):
   """Side by side, each latent size's grid of prior samples (its first seed).
 
   Args:
     path: the PNG to write.
-    sample_images: {member: path of its samples.png}.
+    sample_images: {`sweep.Member`: path of its samples.png}.
+    size_name: what the swept size is of, in the titles: 'z', or 'z_2'.
   """
   firsts = {}
-  for member in sorted(sample_images, key=lambda m: (m.latent_dim, m.seed)):
-    firsts.setdefault(member.latent_dim, sample_images[member])
+  for member in sorted(sample_images, key=lambda m: (m.size, m.seed)):
+    firsts.setdefault(member.size, sample_images[member])
   fig, axes = _figure(num_cols=len(firsts), width=2.4, height=2.7)
   for ax, (latent_dim, image_path) in zip(axes, firsts.items()):
     from matplotlib import image as mpl_image  # pylint: disable=g-import-not-at-top
     ax.imshow(mpl_image.imread(image_path))
-    ax.set_title(f'z = {latent_dim}')
+    ax.set_title(f'{size_name} = {latent_dim}')
     ax.axis('off')
   fig.savefig(path, dpi=120)
 

@@ -1,5 +1,8 @@
 """Latent-size sweeps: one VAE per (latent_dim, seed), trained as one program.
 
+A sweep of two-layer models may vary z_2's size at one size of z instead
+(`top_latent_dims`); its members train one after another.
+
 Vectorised (the default on GPU and TPU), the members train together: padded
 to the largest latent size and masked (`padding`), stacked and sharded over
 the devices, one compiled epoch for all (`vectorized`), through the same
@@ -27,6 +30,7 @@ from vaejax.sweep.members import member_config
 from vaejax.sweep.members import members_of
 from vaejax.sweep.members import parse_shard
 from vaejax.sweep.members import vectorizes
+from vaejax.sweep.members import with_preset_size
 from vaejax.sweep.padding import MaskedLatents
 from vaejax.sweep.padding import embed_latents
 from vaejax.sweep.padding import extract_latents
@@ -51,4 +55,5 @@ __all__ = (
     'run',
     'summarize',
     'vectorizes',
+    'with_preset_size',
 )

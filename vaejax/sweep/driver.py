@@ -38,7 +38,8 @@ def run(base, flags, log=print):
   configs = [members_lib.member_config(base, flags, m) for m in members]
   for config in configs:
     config_lib.validate(config)
-  if base.top_latent_dim and flags.vectorize:
+  two_layer = members_lib.two_layer(base, flags)
+  if two_layer and flags.vectorize:
     raise config_lib.ConfigError(
         '--vectorize pads the members\' z, which a two-layer model '
         '(--top_latent_dim) feeds to q(z_2|z) and draws from p(z|z_2): its '
@@ -62,7 +63,7 @@ def run(base, flags, log=print):
         run_dir.verify_latest()
       dataset = data.load(base.dataset, tfds_data_dir=base.tfds_data_dir,
                           tfds_manual_dir=base.tfds_manual_dir)
-      if members_lib.vectorizes(flags) and not base.top_latent_dim:
+      if members_lib.vectorizes(flags) and not two_layer:
         _train_vectorized(todo, dataset, log)
       else:
         for config, run_dir in todo:

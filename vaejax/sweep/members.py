@@ -1,4 +1,8 @@
-"""A sweep's flags and members: one (latent_dim, seed) each, in its own folder."""
+"""A sweep's flags and members: one (latent_dim, seed) each, in its own folder.
+
+A sweep varies one size: z's (`--latent_dims`), or for two-layer models z_2's
+(`--top_latent_dims`, at one size of z); each size is trained with every seed.
+"""
 
 import dataclasses
 import pathlib
@@ -19,7 +23,13 @@ def _field(default, help_text):
 class SweepFlags:
   """The sweep's own flags; every other flag is a `TrainConfig` field."""
   latent_dims: tuple[int, ...] = _field(
-      (2, 5, 10, 20, 50, 200), 'Latent sizes of the members.')
+      (2, 5, 10, 20, 50, 200), 'Latent sizes of the members (sizes of z); '
+      'where not given, the one size of --latent_dim if a preset or the '
+      'command line sets it, or if --top_latent_dims is given.')
+  top_latent_dims: tuple[int, ...] = _field(
+      (), 'Sizes of z_2 of the members: sweeps the top layer of two-layer '
+      'models (in place of --top_latent_dim) at one size of z; unset: every '
+      'member has --top_latent_dim\'s.')
   seeds: tuple[int, ...] = _field((0,), 'Seeds of the members.')
   vectorize: bool | None = _field(
       None, 'Train all members as one vmapped program (else one after '
@@ -48,10 +58,41 @@ class SweepFlags:
 class Member:
   latent_dim: int
   seed: int
+  top_latent_dim: int = 0  # z_2's size where the sweep varies it, else 0
 
   @property
   def name(self):
-    return f'latent{self.latent_dim:03d}_seed{self.seed}'
+    top = f'_top{self.top_latent_dim:03d}' if self.top_latent_dim else ''
+    return f'latent{self.latent_dim:03d}{top}_seed{self.seed}'
+
+  @property
+  def size(self):
+    """The size the sweep varies: z_2's where it varies it, else z's."""
+    return self.top_latent_dim or self.latent_dim
+
+
+def with_preset_size(flags, base, given):
+  """`flags`, sweeping `base.latent_dim` alone where --latent_dims was not given.
+
+  That is where --latent_dim was (by a preset such as Burda's, whose z is
+  part of the model), or where --top_latent_dims sweeps z_2 at one z.
+
+  Args:
+    flags: `SweepFlags`.
+    base: the members' shared `TrainConfig`.
+    given: `given(name)` says whether flag `--name` was set.
+  """
+  if given('latent_dims') or not (given('latent_dim') or flags.top_latent_dims):
+    return flags
+  if base.latent_dim < 1:
+    raise config_lib.ConfigError(
+        f'--latent_dim must be positive, got {base.latent_dim}')
+  return dataclasses.replace(flags, latent_dims=(base.latent_dim,))
+
+
+def two_layer(base, flags):
+  """Whether the members have two stochastic layers."""
+  return bool(base.top_latent_dim or flags.top_latent_dims)
 
 
 def parse_shard(text):
@@ -76,7 +117,16 @@ def members_of(flags):
     raise config_lib.ConfigError(
         f'--seeds must be one or more seeds >= 0, got '
         f'{",".join(map(str, flags.seeds)) or "nothing"}')
-  members = [Member(k, s) for k in flags.latent_dims for s in flags.seeds]
+  if flags.top_latent_dims and min(flags.top_latent_dims) < 1:
+    raise config_lib.ConfigError(
+        f'--top_latent_dims must be positive sizes, got '
+        f'{",".join(map(str, flags.top_latent_dims))}')
+  if flags.top_latent_dims and len(flags.latent_dims) > 1:
+    raise config_lib.ConfigError(
+        f'--top_latent_dims sweeps z_2 at one size of z, got --latent_dims='
+        f'{",".join(map(str, flags.latent_dims))}; give one size')
+  members = [Member(k, s, t) for k in flags.latent_dims
+             for t in flags.top_latent_dims or (0,) for s in flags.seeds]
   repeated = sorted({m.name for m in members if members.count(m) > 1})
   if repeated:
     raise config_lib.ConfigError(f'duplicate members: {", ".join(repeated)}; '
@@ -89,6 +139,7 @@ def member_config(base, flags, member):
   return dataclasses.replace(
       base, workdir=str(pathlib.Path(base.workdir) / member.name),
       latent_dim=member.latent_dim, seed=member.seed,
+      top_latent_dim=member.top_latent_dim or base.top_latent_dim,
       data_seed=member.seed if flags.independent_data_order else base.data_seed)
 
 
@@ -109,11 +160,15 @@ def vectorizes(flags):
 def prepare_sweep_dir(base, flags):
   """Writes sweep.json, or refuses a workdir that holds another sweep."""
   rundir.ensure_writable(base.workdir)
+  swept = ('latent_dim', 'seed') + (
+      ('top_latent_dim',) if flags.top_latent_dims else ())
   description = {
-      **rundir.semantic_fields(base, drop=('latent_dim', 'seed')),
+      **rundir.semantic_fields(base, drop=swept),
       'latent_dims': list(flags.latent_dims),
       'seeds': list(flags.seeds),
       'independent_data_order': flags.independent_data_order,
   }
+  if flags.top_latent_dims:  # absent from the sweeps of one size of z_2
+    description['top_latent_dims'] = list(flags.top_latent_dims)
   rundir.record_or_compare(pathlib.Path(base.workdir) / SWEEP_FILE,
                            description, 'a sweep')

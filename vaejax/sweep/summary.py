@@ -14,8 +14,9 @@ from vaejax.sweep import members as members_lib
 CSV_COLUMNS = ('latent_dim', 'seed', 'test_elbo', 'test_log_likelihood',
                'test_kl', 'test_nll_iwae', 'active_units', 'iwae_samples',
                'epochs', 'train_seconds')
-# Added for members of two stochastic layers: lists, bottom up, ';'-joined.
-LAYER_COLUMNS = ('active_units_per_layer', 'test_kl_per_layer')
+# Added for members of two stochastic layers: z_2's size, and lists bottom
+# up, ';'-joined.
+LAYER_COLUMNS = ('top_latent_dim', 'active_units_per_layer', 'test_kl_per_layer')
 
 
 def summarize(workdir, log=print):
@@ -30,8 +31,12 @@ def summarize(workdir, log=print):
     raise config_lib.ConfigError(
         f'{workdir} holds no sweep ({members_lib.SWEEP_FILE} is missing)')
   saved = json.loads(path.read_text())
-  members = [members_lib.Member(k, s)
-             for k in saved['latent_dims'] for s in saved['seeds']]
+  tops = saved.get('top_latent_dims') or [0]
+  members = [members_lib.Member(k, s, t) for k in saved['latent_dims']
+             for t in tops for s in saved['seeds']]
+  size_key = 'top_latent_dim' if saved.get('top_latent_dims') else 'latent_dim'
+  size_name = 'z_2' if saved.get('top_latent_dims') else 'z'
+
   rows, curves, missing = [], {}, []
   for member in members:
     member_dir = workdir / member.name
@@ -46,14 +51,18 @@ def summarize(workdir, log=print):
   if missing:
     log(f'not finished yet: {", ".join(missing)}')
   _write_csv(workdir / 'results.csv', rows)
-  table = results_markdown(rows)
+  table = results_markdown(rows, size_key)
   files.write_atomic(workdir / 'results.md', table)
   if rows:
-    plots.plot_bound_curves(workdir / 'bound_vs_examples.png', curves)
-    plots.plot_by_latent_dim(workdir / 'nll_and_active_units.png', rows)
+    plots.plot_bound_curves(workdir / 'bound_vs_examples.png', curves,
+                            size_name)
+    plots.plot_by_latent_dim(
+        workdir / 'nll_and_active_units.png',
+        [{**r, 'active_units': _active_units(r, size_key)} for r in rows],
+        size_key)
     plots.plot_samples_by_latent_dim(
         workdir / 'samples_by_latent_dim.png',
-        {m: workdir / m.name / 'samples.png' for m in curves})
+        {m: workdir / m.name / 'samples.png' for m in curves}, size_name)
   log(table)
   return rows
 
@@ -78,33 +87,48 @@ def _write_csv(path, rows):
   files.write_atomic(path, '\n'.join(lines) + '\n')
 
 
-def _active(row):
-  """'a', or 'a1 / a2' by layer for two stochastic layers."""
-  per_layer = row.get('active_units_per_layer')
-  return ' / '.join(map(str, per_layer)) if per_layer else row['active_units']
+def _active_units(row, size_key):
+  """The active units of the layer whose size `size_key` is."""
+  if size_key == 'top_latent_dim':
+    return row['active_units_per_layer'][1]
+  return row['active_units']
 
 
-def results_markdown(rows):
-  """The members table, and mean +- std over seeds per latent size."""
+def results_markdown(rows, size_key='latent_dim'):
+  """The members table, and mean +- std over seeds per swept size.
+
+  Args:
+    rows: one dict per member, the keys of `CSV_COLUMNS` (and of
+      `LAYER_COLUMNS` for two-layer members).
+    size_key: the size the sweep varies: 'latent_dim', or 'top_latent_dim'.
+  """
   layered = _layered(rows)
+  by_layer = lambda values, fmt: ' / '.join(map(fmt, values))
   members = tables.markdown_table(
-      ['latent_dim', 'seed', 'test ELBO', 'test log-likelihood',
-       'test KL (z / z_2)' if layered else 'test KL', 'test NLL (IWAE)',
-       'active units (z / z_2)' if layered else 'active units'],
-      [[r['latent_dim'], r['seed'], f'{r["test_elbo"]:.2f}',
-        f'{r["test_log_likelihood"]:.2f}',
-        (' / '.join(f'{v:.2f}' for v in r['test_kl_per_layer'])
-         if layered else f'{r["test_kl"]:.2f}'),
-        f'{r["test_nll_iwae"]:.2f}', _active(r)] for r in rows],
-      align='r' * 7)
+      ['latent_dim'] + (['top_latent_dim'] if layered else []) + [
+          'seed', 'test ELBO', 'test log-likelihood',
+          'test KL (z / z_2)' if layered else 'test KL', 'test NLL (IWAE)',
+          'active units (z / z_2)' if layered else 'active units'],
+      [[r['latent_dim']] + ([r['top_latent_dim']] if layered else []) + [
+          r['seed'], f'{r["test_elbo"]:.2f}', f'{r["test_log_likelihood"]:.2f}',
+          (by_layer(r['test_kl_per_layer'], '{:.2f}'.format) if layered
+           else f'{r["test_kl"]:.2f}'),
+          f'{r["test_nll_iwae"]:.2f}',
+          (by_layer(r['active_units_per_layer'], str) if layered
+           else r['active_units'])] for r in rows],
+      align='r' * (8 if layered else 7))
   groups = []
-  for latent_dim in sorted({r['latent_dim'] for r in rows}):
-    group = [r for r in rows if r['latent_dim'] == latent_dim]
-    groups.append([latent_dim, len(group)] + [
-        _mean_std([r[k] for r in group])
-        for k in ('test_elbo', 'test_nll_iwae', 'active_units')])
+  for size in sorted({r[size_key] for r in rows}):
+    group = [r for r in rows if r[size_key] == size]
+    active = (by_layer(zip(*(r['active_units_per_layer'] for r in group)),
+                       _mean_std) if layered
+              else _mean_std([r['active_units'] for r in group]))
+    groups.append([size, len(group)] + [
+        _mean_std([r[k] for r in group]) for k in ('test_elbo', 'test_nll_iwae')
+    ] + [active])
   by_size = tables.markdown_table(
-      ['latent_dim', 'seeds', 'test ELBO', 'test NLL (IWAE)', 'active units'],
+      [size_key, 'seeds', 'test ELBO', 'test NLL (IWAE)',
+       'active units (z / z_2)' if layered else 'active units'],
       groups, align='r' * 5)
   text = members + '\n\n' + by_size + '\n'
   if rows:
