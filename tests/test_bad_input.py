@@ -226,6 +226,11 @@ TRAIN_CASES = [
     (['--likelihood=bernoulli'], 'needs binary pixels'),
     (['--dynamic_binarization'], 'needs grey-level data'),
     (['--dataset=mnist', '--likelihood=bernoulli'], '--dynamic_binarization'),
+    (['--num_validation=400'], 'linear_gaussian has a validation split of its own'),
+    (['--dataset=mnist', '--dynamic_binarization', '--num_validation=60000'],
+     '--num_validation must be 1 to 59999 (mnist has 60000 training images)'),
+    (['--dataset=mnist', '--dynamic_binarization', '--num_validation=400',
+      '--batch_size=59601'], 'larger than the 59600 training examples'),
     # Flags that the other flags make ineffective.
     (['--lr_decay_epochs=3'], '--lr_decay_epochs applies to --lr_schedule=step only'),
     (['--objective=iwae', '--noanalytic_kl'], '--noanalytic_kl has no effect here'),

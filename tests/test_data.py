@@ -111,7 +111,7 @@ def test_real_binarized_mnist(tfds_dirs):
 
 
 @pytest.mark.real_data
-def test_real_mnist_holds_out_the_last_10000_training_images(tfds_dirs):
+def test_real_mnist_holds_out_the_last_training_images(tfds_dirs):
   data_dir, manual_root = tfds_dirs
   dataset = data.load('mnist', tfds_data_dir=data_dir, tfds_manual_dir=manual_root)
   assert [len(x) for x in (dataset.train, dataset.valid, dataset.test)] == [
@@ -120,6 +120,15 @@ def test_real_mnist_holds_out_the_last_10000_training_images(tfds_dirs):
   # No image is in both the training and the validation split.
   train_hashes = {x.tobytes() for x in dataset.train}
   assert sum(x.tobytes() in train_hashes for x in dataset.valid) < 10
+  # Burda et al.'s split: the last 400 held out, the first 59,600 trained on.
+  burda = data.load('mnist', tfds_data_dir=data_dir, tfds_manual_dir=manual_root,
+                    num_validation=400)
+  assert [len(x) for x in (burda.train, burda.valid, burda.test)] == [
+      59_600, 400, 10_000]
+  np.testing.assert_array_equal(burda.train[:50_000], dataset.train)
+  np.testing.assert_array_equal(burda.train[50_000:], dataset.valid[:9_600])
+  np.testing.assert_array_equal(burda.valid, dataset.valid[9_600:])
+  np.testing.assert_array_equal(burda.test, dataset.test)
 
 
 @pytest.mark.real_data

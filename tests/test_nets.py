@@ -36,6 +36,44 @@ def test_mlp_architectures_have_the_published_sizes(hidden_dims, latent_dim):
   assert count == encoder + decoder
 
 
+def layers_of(module):
+  """Every nnx.Linear / Conv / ConvTranspose in `module`, with its path."""
+  kinds = (nnx.Linear, nnx.Conv, nnx.ConvTranspose)
+  return [(path, m) for path, m in nnx.iter_graph(module) if isinstance(m, kinds)]
+
+
+def test_pytorch_default_init_is_uniform_on_one_over_root_fan_in():
+  # PyTorch's nn.Linear, nn.Conv2d and nn.ConvTranspose2d: weight and bias
+  # U(-b, b), b = 1/sqrt(fan_in); fan_in the inputs, in channels x 3 x 3, and
+  # for the transposed convolution out channels x 3 x 3.
+  models = [nets.MLPVAE(MNIST_SHAPE, 20, hidden_dims=(500,),
+                        kernel_init='pytorch_default', rngs=nnx.Rngs(0)),
+            nets.ConvVAE(MNIST_SHAPE, 20, channels=(32, 64),
+                         kernel_init='pytorch_default', rngs=nnx.Rngs(0))]
+  checked = set()
+  for model in models:
+    for path, layer in layers_of(model):
+      kernel = np.asarray(layer.kernel.get_value())
+      if isinstance(layer, nnx.Linear):
+        fan_in = kernel.shape[0]
+      elif isinstance(layer, nnx.ConvTranspose):
+        fan_in = 9 * kernel.shape[-1]
+      else:
+        fan_in = 9 * kernel.shape[-2]
+      bound = 1 / np.sqrt(fan_in)
+      for name, values in (('kernel', kernel),
+                           ('bias', np.asarray(layer.bias.get_value()))):
+        assert np.abs(values).max() <= bound, (path, name)
+        if values.size >= 500:  # uniform: std b / sqrt(3), not a narrower draw
+          np.testing.assert_allclose(values.std(), bound / np.sqrt(3), rtol=0.1,
+                                     err_msg=f'{path} {name}')
+      checked.add(type(layer))
+  assert checked == {nnx.Linear, nnx.Conv, nnx.ConvTranspose}
+  # Every other choice starts the biases at zero.
+  lecun = nets.MLPVAE(MNIST_SHAPE, 20, rngs=nnx.Rngs(0))
+  assert all(not np.any(layer.bias.get_value()) for _, layer in layers_of(lecun))
+
+
 @pytest.mark.parametrize('architecture', ['mlp', 'conv'])
 @pytest.mark.parametrize('shape', [MNIST_SHAPE, (8, 8, 1)])
 def test_shapes_and_protocol(architecture, shape):

@@ -141,6 +141,44 @@ def test_a_npz_file_of_the_same_arrays_trains_as_the_named_dataset(tmp_path):
   assert {k: v for k, v in results['named'].items() if 'true' not in k} == results['file']
 
 
+@pytest.mark.parametrize('architecture', ['mlp', 'linear', 'conv'])
+@pytest.mark.parametrize('likelihood', ['bernoulli', 'gaussian'])
+def test_data_mean_output_bias_starts_the_decoder_at_the_data(
+    tmp_path, architecture, likelihood):
+  # Pixel probabilities from 0 to 1 (both clipped ends included), 8x8.
+  rng_np = np.random.default_rng(0)
+  probs = np.linspace(0.0, 1.0, 64).reshape(8, 8, 1)
+  x = (rng_np.random((600, 8, 8, 1)) < probs).astype(np.float32)
+  if likelihood == 'gaussian':
+    x = x * 0.5 + 0.25  # real values: not binary pixels
+  path = tmp_path / 'pixels.npz'
+  np.savez(path, train=x[:400], valid=x[400:500], test=x[500:])
+  config = small_config(tmp_path / 'run', dataset=str(path), likelihood=likelihood,
+                        architecture=architecture, output_bias='data_mean',
+                        hidden_dims=(32,) if architecture == 'mlp' else (500,),
+                        conv_channels=(4, 8) if architecture == 'conv' else (32, 64))
+  graphdef, _, state = train.initial_state(config, 1, x[:400])
+  model = nnx.merge(graphdef, state['params'])
+  mean = x[:400].mean(axis=0)
+  expected = np.clip(mean, 0.001, 0.999) if likelihood == 'bernoulli' else mean
+  if architecture == 'conv':  # one bias per channel: the mean over pixels
+    expected = np.full_like(expected, expected.mean())
+  # With the output layer's weights at zero, the model's mean output is the
+  # data's mean (clipped for Bernoulli) whatever z.
+  output = [m for m in model.decoder.layers
+            if isinstance(m, (nnx.Linear, nnx.ConvTranspose))][-1]
+  output.kernel.set_value(jnp.zeros_like(output.kernel.get_value()))
+  z = jax.random.normal(jax.random.key(1), (3, config.latent_dim))
+  np.testing.assert_allclose(jax.vmap(model.mean_image)(z),
+                             np.broadcast_to(expected, (3, 8, 8, 1)), rtol=1e-5,
+                             atol=1e-6)
+  # The default starts every Bernoulli pixel at 1/2, a Gaussian one at 0.
+  zero = small_config(tmp_path / 'zero', dataset=str(path), likelihood=likelihood,
+                      architecture='linear')
+  bias = train.initial_state(zero, 1)[2]['params']['decoder']['layers'][0]['bias']
+  assert not np.any(bias.get_value())
+
+
 def test_iwae_nll_approaches_the_true_nll(tmp_path):
   config = small_config(tmp_path, hidden_dims=(64,), num_epochs=60,
                         learning_rate=3e-3, eval_iwae_samples=500)
@@ -448,6 +486,8 @@ BAD_FLAGS = [
     ({'optimizer': 'adagrad', 'adam_b1': 0.5}, '--adam_b1 applies to'),
     ({'optimizer': 'adagrad', 'adam_b2': 0.9}, '--adam_b2 applies to'),
     ({'conv_channels': (4, 8)}, '--conv_channels=4,8 has no effect here'),
+    ({'output_bias': 'ones'}, "--output_bias='ones' is not one of: zero, data_mean"),
+    ({'kernel_init': 'torch'}, "--kernel_init='torch' is not one of: .*pytorch_default"),
     ({'architecture': 'conv', 'hidden_dims': (64,)},
      '--hidden_dims applies to --architecture=mlp only'),
 ]

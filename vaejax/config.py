@@ -48,6 +48,10 @@ class TrainConfig:
       None, 'A root with one folder per dataset, ROOT/<dataset>/, holding the '
       'files the TFDS builder downloads; used to prepare a dataset offline. '
       f'Default: ${data.MANUAL_DIR_ENV}.')
+  num_validation: int | None = _field(
+      None, 'mnist and fashion_mnist: how many of the last training images are '
+      'held out as the validation set (unset: 10,000; Burda et al.\'s code '
+      'holds out 400). Other datasets have a validation split of their own.')
   dynamic_binarization: bool = _field(
       False, 'Grey-level datasets only: draw every pixel from Bernoulli(x / 255) '
       'afresh each step (Burda et al. 2015); evaluation sets are binarized once '
@@ -70,8 +74,15 @@ class TrainConfig:
   conv_channels: tuple[int, ...] = _field(
       (32, 64), 'Conv: the channels of the two stride-2 convolutions.')
   activation: str = _field('relu', f'One of: {", ".join(nets.ACTIVATIONS)}.')
+  output_bias: str = _field(
+      'zero', 'The decoder\'s output bias at initialisation: zero, or '
+      'data_mean: the mean training image as the likelihood\'s parameter '
+      '(Bernoulli: logit(clip(mean, 0.001, 0.999)) per pixel, as Burda et '
+      'al.\'s code; per channel for the conv decoder).')
   kernel_init: str = _field(
-      'lecun_normal', f'Weight initialiser, one of: {", ".join(nets.KERNEL_INITS)}.')
+      'lecun_normal', f'Weight initialiser, one of: {", ".join(nets.INITS)}; '
+      'biases start at zero, but for pytorch_default: PyTorch\'s defaults, '
+      'weights and biases uniform on +-1/sqrt(fan_in).')
   likelihood: str = _field(
       'bernoulli', 'bernoulli (binary pixels: binarized data or '
       '--dynamic_binarization) or gaussian.')
@@ -147,10 +158,12 @@ class TrainConfig:
 
   @property
   def spec(self):
-    return data.get_spec(self.dataset)
+    return data.get_spec(self.dataset, self.num_validation)
 
 
 LR_SCHEDULES = ('constant', 'cosine', 'burda', 'step')
+OUTPUT_BIASES = ('zero', 'data_mean')
+BUILT_IN_ARCHITECTURES = ('mlp', 'conv', 'linear')
 
 # Fields that do not change what a run computes: a resumed run may differ here.
 NON_SEMANTIC_FIELDS = frozenset({
@@ -271,7 +284,12 @@ def validate(config):
     raise ConfigError(str(e)) from None
   _check_choice('architecture', c.architecture, tuple(models.ARCHITECTURES))
   _check_choice('activation', c.activation, nets.ACTIVATIONS)
-  _check_choice('kernel_init', c.kernel_init, nets.KERNEL_INITS)
+  _check_choice('kernel_init', c.kernel_init, nets.INITS)
+  _check_choice('output_bias', c.output_bias, OUTPUT_BIASES)
+  if c.output_bias == 'data_mean' and c.architecture not in BUILT_IN_ARCHITECTURES:
+    raise ConfigError(f'--output_bias=data_mean sets the output layer of '
+                      f'vaejax\'s networks ({", ".join(BUILT_IN_ARCHITECTURES)}), '
+                      f'not of --architecture={c.architecture}')
   _check_choice('likelihood', c.likelihood, nets.LIKELIHOODS)
   _check_choice('posterior', c.posterior, nets.POSTERIORS)
   _check_choice('prior', c.prior, nets.PRIORS)

@@ -14,7 +14,9 @@ device once. Datasets:
 | `PATH.npz`        | the user's arrays (`np.savez`)   | its `train` / `valid` / `test` arrays  | any    |
 
 `mnist` and `fashion_mnist` have no validation split in TFDS: the last 10,000
-training images are held out as validation, the first 50,000 are trained on.
+training images are held out as validation, the first 50,000 are trained on
+(`num_validation` sets how many are held out: Burda et al.'s code holds out
+400).
 
 TFDS datasets are read from `tfds_data_dir` once prepared there. An unprepared
 dataset is prepared from a manual dir, `<tfds_manual_dir>/<name>/` holding the
@@ -102,9 +104,6 @@ DATASETS = {
         'linear_gaussian_correlated', 'real', (8, 8, 1), (2000, 500, 500)),
 }
 
-# mnist / fashion_mnist: the last this-many training images are the validation set.
-NUM_HELD_OUT = 10_000
-
 # The generated datasets: (latent size, correlation of W's columns) of the
 # fixed models that generate them, both with noise 0.5. The correlated one's
 # exact posterior has a full covariance; the best diagonal one falls short of
@@ -147,6 +146,16 @@ def to_inputs(x, key, *, pixels, dynamic_binarization):
   return x
 
 
+def input_mean(x, *, pixels):
+  """`[H, W, C]` float32 mean of the model inputs of examples `x`.
+
+  Grey levels count as x / 255, also under dynamic binarization (the mean of
+  its Bernoulli(x / 255) draws).
+  """
+  mean = np.mean(x, axis=0, dtype=np.float64)
+  return (mean / 255.0 if pixels == 'grey' else mean).astype(np.float32)
+
+
 def eval_inputs(x, *, pixels, dynamic_binarization, split_index):
   """An evaluation split as float32 model inputs on the device.
 
@@ -163,18 +172,40 @@ def is_file(name):
   return name.endswith('.npz')
 
 
-def get_spec(name):
+def get_spec(name, num_validation=None):
   """The `DatasetSpec` of `name`, or a `DataError` naming the known ones.
 
   For a `.npz` file this reads and checks the file (once per process).
+
+  Args:
+    name: a key of `DATASETS`, or a `.npz` path.
+    num_validation: for a dataset whose validation images are held out of
+      its training split (mnist, fashion_mnist), how many (the last ones);
+      None: as `DATASETS` has it (10,000). Other datasets have a split of
+      their own and refuse it.
   """
   if is_file(name):
-    return _read_file(name).spec
-  if name not in DATASETS:
+    spec = _read_file(name).spec
+  elif name not in DATASETS:
     raise DataError(
         f'unknown dataset {name!r}; known: {", ".join(sorted(DATASETS))}, '
         'or a .npz file of train, valid and test arrays')
-  return DATASETS[name]
+  else:
+    spec = DATASETS[name]
+  if num_validation is None:
+    return spec
+  if spec.tfds_splits[1] is not None or not spec.files:
+    raise DataError(
+        f'--num_validation applies to the datasets whose validation images '
+        f'are held out of train (mnist, fashion_mnist); {spec.name} has a '
+        'validation split of its own')
+  num_train, num_valid, num_test = spec.sizes
+  total = num_train + num_valid
+  if not 0 < num_validation < total:
+    raise DataError(f'--num_validation must be 1 to {total - 1} ({spec.name} '
+                    f'has {total} training images), got {num_validation}')
+  return dataclasses.replace(
+      spec, sizes=(total - num_validation, num_validation, num_test))
 
 
 def default_manual_dir():
@@ -182,7 +213,8 @@ def default_manual_dir():
   return os.environ.get(MANUAL_DIR_ENV) or None
 
 
-def load(name, *, tfds_data_dir=None, tfds_manual_dir=None):
+def load(name, *, tfds_data_dir=None, tfds_manual_dir=None,
+         num_validation=None):
   """Loads dataset `name` whole into memory, preparing it first if needed.
 
   Args:
@@ -191,6 +223,8 @@ def load(name, *, tfds_data_dir=None, tfds_manual_dir=None):
       default (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`).
     tfds_manual_dir: a root holding one folder per dataset,
       `<root>/<name>/`, with the files the TFDS builder downloads.
+    num_validation: the training images held out as validation, as in
+      `get_spec`.
 
   Returns:
     A `Dataset`.
@@ -198,7 +232,7 @@ def load(name, *, tfds_data_dir=None, tfds_manual_dir=None):
   Raises:
     DataError: with a one-line message, if the dataset cannot be had.
   """
-  spec = get_spec(name)
+  spec = get_spec(name, num_validation)
   if is_file(name):
     dataset = _read_file(name)
   elif spec.name in _GENERATED:
@@ -383,7 +417,7 @@ def _load_tfds(spec, data_dir, manual_root):
   read = lambda split: _read_split(tfds, spec.name, split, builder.data_dir)
   train, test = read(train_split), read(test_split)
   if valid_split is None:
-    train, valid = train[:-NUM_HELD_OUT], train[-NUM_HELD_OUT:]
+    train, valid = train[:spec.sizes[0]], train[spec.sizes[0]:]
   else:
     valid = read(valid_split)
   dataset = Dataset(spec, train, valid, test)

@@ -44,6 +44,11 @@ KERNEL_INITS = {
     'he_normal': nnx.initializers.he_normal(),
     'normal': nnx.initializers.normal(0.01),  # N(0, 0.01^2), Kingma & Welling
 }
+# The `kernel_init` choices: KERNEL_INITS, whose biases start at zero, and
+# PyTorch's defaults for nn.Linear, nn.Conv2d and nn.ConvTranspose2d, weights
+# and biases uniform on +-1/sqrt(fan_in) (pythae's networks start there).
+PYTORCH_DEFAULT = 'pytorch_default'
+INITS = (*KERNEL_INITS, PYTORCH_DEFAULT)
 
 LIKELIHOODS = ('bernoulli', 'gaussian')
 POSTERIORS = ('diagonal', 'full_covariance')
@@ -170,6 +175,25 @@ class VAE(nnx.Module):
   def decode(self, z):
     return self.decoder(z)
 
+  def set_output_bias(self, input_mean):
+    """Starts the decoder's output at the data's mean, as Burda et al.'s code.
+
+    The output layer's bias becomes the likelihood's parameter at the mean
+    training input `input_mean` (`[H, W, C]`, in [0, 1] for Bernoulli):
+    logit(clip(mean, 0.001, 0.999)) for Bernoulli logits, the mean itself for
+    the Gaussian. A transposed convolution has a bias per channel: it gets
+    the channel's mean over pixels.
+    """
+    layer = next(m for m in reversed(self.decoder.layers)
+                 if isinstance(m, (nnx.Linear, nnx.ConvTranspose)))
+    mean = jnp.asarray(input_mean, jnp.float32)
+    mean = (mean.reshape(-1) if layer.bias.shape == (mean.size,)
+            else mean.reshape(-1, mean.shape[-1]).mean(axis=0))
+    if self.likelihood == 'bernoulli':
+      mean = jnp.clip(mean, 0.001, 0.999)
+      mean = jnp.log(mean) - jnp.log1p(-mean)  # the logit
+    layer.bias.set_value(mean.astype(layer.bias.dtype))
+
   def log_likelihood(self, x, z):
     output = self.decode(z)
     if self.likelihood == 'bernoulli':
@@ -215,6 +239,41 @@ def _flatten(x):
   return jnp.reshape(x, (-1,))
 
 
+def _uniform(bound):
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+class _Layers:
+  """Makes the networks' layers, initialised as `kernel_init` (one of `INITS`).
+
+  For `PYTORCH_DEFAULT`, fan_in is counted as PyTorch counts it: inputs of a
+  linear layer, in channels x kernel area of a convolution, and out channels
+  x kernel area of a transposed one (its weight is stored in x out there).
+  """
+
+  def __init__(self, kernel_init, rngs):
+    self.kernel_init, self.rngs = kernel_init, rngs
+
+  def _inits(self, fan_in):
+    if self.kernel_init == PYTORCH_DEFAULT:
+      init = _uniform(1.0 / math.sqrt(fan_in))
+      return dict(kernel_init=init, bias_init=init)
+    return dict(kernel_init=KERNEL_INITS[self.kernel_init])
+
+  def linear(self, d_in, d_out):
+    return nnx.Linear(d_in, d_out, rngs=self.rngs, **self._inits(d_in))
+
+  def conv(self, c_in, c_out):
+    return nnx.Conv(c_in, c_out, kernel_size=(3, 3), strides=2, rngs=self.rngs,
+                    **self._inits(9 * c_in))
+
+  def deconv(self, c_in, c_out):
+    return nnx.ConvTranspose(c_in, c_out, kernel_size=(3, 3), strides=2,
+                             rngs=self.rngs, **self._inits(9 * c_out))
+
+
 class MLPVAE(VAE):
   """Fully connected encoder and decoder; the decoder mirrors `hidden_dims`.
 
@@ -230,8 +289,7 @@ class MLPVAE(VAE):
     super().__init__(data_shape, latent_dim, likelihood, gaussian_variance,
                      posterior, prior, vamp_components, rngs)
     act = ACTIVATIONS[activation]
-    linear = functools.partial(nnx.Linear, kernel_init=KERNEL_INITS[kernel_init],
-                               rngs=rngs)
+    linear = _Layers(kernel_init, rngs).linear
     data_dim = math.prod(self.data_shape)
     self.encoder = nnx.Sequential(
         _flatten, *_mlp_layers([data_dim, *hidden_dims], linear, act),
@@ -273,8 +331,7 @@ class TwoLayerMLPVAE(MLPVAE):
                      likelihood=likelihood, gaussian_variance=gaussian_variance,
                      rngs=rngs)
     act = ACTIVATIONS[activation]
-    linear = functools.partial(nnx.Linear, kernel_init=KERNEL_INITS[kernel_init],
-                               rngs=rngs)
+    linear = _Layers(kernel_init, rngs).linear
     self.top_latent_dim = top_latent_dim
     self.top_encoder = nnx.Sequential(
         *_mlp_layers([latent_dim, *top_hidden_dims], linear, act),
@@ -318,8 +375,7 @@ class LinearVAE(VAE):
                rngs):
     super().__init__(data_shape, latent_dim, likelihood, gaussian_variance,
                      posterior, prior, vamp_components, rngs)
-    linear = functools.partial(nnx.Linear, kernel_init=KERNEL_INITS[kernel_init],
-                               rngs=rngs)
+    linear = _Layers(kernel_init, rngs).linear
     data_dim = math.prod(self.data_shape)
     self.encoder = nnx.Sequential(
         _flatten, linear(data_dim, encoder_size(latent_dim, posterior)))
@@ -348,13 +404,9 @@ class ConvVAE(VAE):
     if height % 4 or width % 4:
       raise ValueError(f'the conv VAE needs H and W divisible by 4, got {data_shape}')
     act = ACTIVATIONS[activation]
-    init = KERNEL_INITS[kernel_init]
     c1, c2 = channels
-    conv = functools.partial(nnx.Conv, kernel_size=(3, 3), strides=2,
-                             kernel_init=init, rngs=rngs)
-    deconv = functools.partial(nnx.ConvTranspose, kernel_size=(3, 3), strides=2,
-                               kernel_init=init, rngs=rngs)
-    linear = functools.partial(nnx.Linear, kernel_init=init, rngs=rngs)
+    layers = _Layers(kernel_init, rngs)
+    conv, deconv, linear = layers.conv, layers.deconv, layers.linear
     inner_shape = (height // 4, width // 4, c2)
     self.encoder = nnx.Sequential(
         conv(in_channels, c1), act, conv(c1, c2), act, _flatten,

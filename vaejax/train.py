@@ -37,14 +37,19 @@ USER_ERRORS = (config_lib.ConfigError, data.DataError, rundir.TrainingError,
                checkpoint.CheckpointError, files.InUseError)
 
 
-def initial_state(config, steps_per_epoch):
+def initial_state(config, steps_per_epoch, train_x=None):
   """A run's model structure, optimizer and initial state.
 
   Returns (graphdef, optimizer, {'params', 'opt_state'}), the parameters
-  from the run's init key.
+  from the run's init key; with `config.output_bias='data_mean'`, the
+  decoder's output starts at the mean of the training examples `train_x`.
   """
-  graphdef, params = nnx.split(
-      models.build_model(config, rng.RunKeys.of(config).init), nnx.Param)
+  model = models.build_model(config, rng.RunKeys.of(config).init)
+  if config.output_bias == 'data_mean':
+    if train_x is None:
+      raise ValueError("output_bias='data_mean' needs the training examples")
+    model.set_output_bias(data.input_mean(train_x, pixels=config.spec.pixels))
+  graphdef, params = nnx.split(model, nnx.Param)
   optimizer = optim.build_optimizer(config, steps_per_epoch)
   return graphdef, optimizer, {'params': params,
                                'opt_state': optimizer.init(params)}
@@ -170,7 +175,8 @@ def train_and_evaluate(config):
       return results
     run_dir.verify_latest()  # before the data: a damaged checkpoint fails fast
     dataset = data.load(config.dataset, tfds_data_dir=config.tfds_data_dir,
-                        tfds_manual_dir=config.tfds_manual_dir)
+                        tfds_manual_dir=config.tfds_manual_dir,
+                        num_validation=config.num_validation)
     return train_loaded(config, dataset, run_dir)
   finally:
     run_dir.close()
@@ -180,7 +186,8 @@ def train_loaded(config, dataset, run_dir):
   """Trains and evaluates `config` on a loaded dataset in its `RunDir`."""
   steps_per_epoch = step_lib.steps_per_epoch(len(dataset.train),
                                              config.batch_size)
-  graphdef, optimizer, state = initial_state(config, steps_per_epoch)
+  graphdef, optimizer, state = initial_state(config, steps_per_epoch,
+                                             dataset.train)
   start_epoch, state = run_dir.restore(state)
   trainer = SingleRun(config, graphdef, optimizer, state, dataset)
   progress = loop.Progress(config.num_epochs, start_epoch, config.progress)

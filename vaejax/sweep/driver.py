@@ -62,7 +62,8 @@ def run(base, flags, log=print):
       for _, run_dir in todo:  # before the data: damaged checkpoints fail fast
         run_dir.verify_latest()
       dataset = data.load(base.dataset, tfds_data_dir=base.tfds_data_dir,
-                          tfds_manual_dir=base.tfds_manual_dir)
+                          tfds_manual_dir=base.tfds_manual_dir,
+                          num_validation=base.num_validation)
       if members_lib.vectorizes(flags) and not two_layer:
         _train_vectorized(todo, dataset, log)
       else:
@@ -110,7 +111,7 @@ def _train_vectorized(todo, dataset, log):
                                              configs[0].batch_size)
   states = []
   for config, run_dir in zip(configs, run_dirs):
-    _, _, state = train.initial_state(config, steps_per_epoch)
+    _, _, state = train.initial_state(config, steps_per_epoch, dataset.train)
     states.append(run_dir.restore(jax.tree.map(np.asarray, state))[1])
   members = vectorized.VectorizedMembers(configs, states, dataset)
   log(f'{len(configs)} members padded to latent_dim {members.max_latent}, on '

@@ -77,7 +77,7 @@ class VectorizedMembers:
                                                     base.batch_size)
     graphdef, optimizer, padded_like = train.initial_state(
         dataclasses.replace(base, latent_dim=self.max_latent),
-        self.steps_per_epoch)
+        self.steps_per_epoch, dataset.train)
     self._standalone = states
     self._member_states = None
     self.keys = [rng.RunKeys.of(c) for c in configs]
