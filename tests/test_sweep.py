@@ -193,6 +193,29 @@ def test_outputs_of_a_sweep(reference):
     assert (workdir / name).stat().st_size > 1000, name
 
 
+def test_vectorised_members_are_evaluated_at_their_best_epochs(tmp_path):
+  # 50 training examples at a high learning rate: the member of latent size
+  # 4 has its best validation ELBO at epoch 3 of 5, the other at epoch 5.
+  named = vaejax.data.load('linear_gaussian')
+  path = tmp_path / 'few.npz'
+  np.savez(path, train=named.train[:50], valid=named.valid[:100],
+           test=named.test[:100])
+  run_sweep(tmp_path / 'sweep', sweep.SweepFlags(latent_dims=(2, 4), vectorize=True),
+            dataset=str(path), batch_size=50, hidden_dims=(64,),
+            learning_rate=0.03, num_epochs=5, final_model='best_valid')
+  final_epochs = []
+  for name in ('latent002_seed0', 'latent004_seed0'):
+    metrics, results = member_files(tmp_path / 'sweep', name)
+    valid = [r['valid_elbo'] for r in metrics]
+    assert results['final_epoch'] == 1 + int(np.argmax(valid)), valid
+    # The final figures are those of the chosen epoch's parameters.
+    np.testing.assert_allclose(
+        results['test_elbo'], metrics[results['final_epoch'] - 1]['test_elbo'],
+        rtol=RTOL)
+    final_epochs.append(results['final_epoch'])
+  assert final_epochs == [5, 3]
+
+
 def test_independent_data_order_gives_each_member_its_seeds_order(tmp_path):
   flags = sweep.SweepFlags(latent_dims=(2,), seeds=(0, 5), independent_data_order=True,
                            vectorize=True)

@@ -125,6 +125,47 @@ def test_resume_gives_the_results_of_an_uninterrupted_run(tmp_path, monkeypatch,
   assert train.train_and_evaluate(config) == resumed
 
 
+def test_best_valid_final_model_is_kept_through_a_kill_after_a_later_checkpoint(
+    tmp_path, monkeypatch):
+  # 50 training examples at a high learning rate: the validation ELBO peaks
+  # at epoch 3 of 5, then falls for two epochs.
+  named = data.load('linear_gaussian')
+  path = tmp_path / 'few.npz'
+  np.savez(path, train=named.train[:50], valid=named.valid[:100],
+           test=named.test[:100])
+  config = lambda name, **kw: small_config(
+      tmp_path / name, dataset=str(path), batch_size=50, hidden_dims=(64,),
+      learning_rate=0.03, num_epochs=5, **kw)
+  last = train.train_and_evaluate(config('last'))
+  best = train.train_and_evaluate(config('best', final_model='best_valid'))
+  metrics = files.read_jsonl(tmp_path / 'best' / 'metrics.jsonl')
+  valid = [r['valid_elbo'] for r in metrics]
+  assert 1 + int(np.argmax(valid)) == best['final_epoch'] == 3, valid
+  assert last['final_epoch'] == 5
+  # The final figures are those of the chosen epoch's parameters: its test
+  # ELBO is the one its metrics line recorded.
+  for results in (best, last):
+    np.testing.assert_allclose(
+        results['test_elbo'], metrics[results['final_epoch'] - 1]['test_elbo'],
+        rtol=1e-5)
+  assert best['test_nll_iwae'] != last['test_nll_iwae']
+
+  # Killed after the checkpoint of epoch 4 (the best is 3), then resumed.
+  original_save = checkpoint.Checkpointer.save
+
+  def save_then_die(self, epoch, state):
+    original_save(self, epoch, state)
+    if epoch == 4:
+      raise Killed
+
+  monkeypatch.setattr(checkpoint.Checkpointer, 'save', save_then_die)
+  with pytest.raises(Killed):
+    train.train_and_evaluate(config('resumed', final_model='best_valid'))
+  monkeypatch.setattr(checkpoint.Checkpointer, 'save', original_save)
+  resumed = train.train_and_evaluate(config('resumed', final_model='best_valid'))
+  assert without_timing(resumed) == without_timing(best)
+
+
 def test_a_npz_file_of_the_same_arrays_trains_as_the_named_dataset(tmp_path):
   # The user's-data path reads, converts and trains exactly like a named
   # dataset; only the known log p(x) of the generated data is missing.
@@ -487,6 +528,7 @@ BAD_FLAGS = [
     ({'optimizer': 'adagrad', 'adam_b2': 0.9}, '--adam_b2 applies to'),
     ({'conv_channels': (4, 8)}, '--conv_channels=4,8 has no effect here'),
     ({'output_bias': 'ones'}, "--output_bias='ones' is not one of: zero, data_mean"),
+    ({'final_model': 'best'}, "--final_model='best' is not one of: last, best_valid"),
     ({'kernel_init': 'torch'}, "--kernel_init='torch' is not one of: .*pytorch_default"),
     ({'architecture': 'conv', 'hidden_dims': (64,)},
      '--hidden_dims applies to --architecture=mlp only'),

@@ -153,6 +153,11 @@ class TrainConfig:
       1 << 16, 'Examples x samples evaluated at once by the IWAE estimate; '
       'bounds memory whatever K (memory only, not results when K fits).')
   checkpoints_to_keep: int = _field(3, 'Checkpoints kept in the workdir.')
+  final_model: str = _field(
+      'last', 'The parameters the final evaluation (results.json, images) '
+      'uses: last, the last epoch\'s; or best_valid, those of the epoch with '
+      'the highest validation ELBO (pythae\'s choice), which every checkpoint '
+      'then holds beside the latest, so a resumed run selects the same.')
   progress: bool = _field(
       True, 'A progress bar on stderr (only when it is a terminal).')
 
@@ -163,6 +168,7 @@ class TrainConfig:
 
 LR_SCHEDULES = ('constant', 'cosine', 'burda', 'step')
 OUTPUT_BIASES = ('zero', 'data_mean')
+FINAL_MODELS = ('last', 'best_valid')
 BUILT_IN_ARCHITECTURES = ('mlp', 'conv', 'linear')
 
 # Fields that do not change what a run computes: a resumed run may differ here.
@@ -286,6 +292,7 @@ def validate(config):
   _check_choice('activation', c.activation, nets.ACTIVATIONS)
   _check_choice('kernel_init', c.kernel_init, nets.INITS)
   _check_choice('output_bias', c.output_bias, OUTPUT_BIASES)
+  _check_choice('final_model', c.final_model, FINAL_MODELS)
   if c.output_bias == 'data_mean' and c.architecture not in BUILT_IN_ARCHITECTURES:
     raise ConfigError(f'--output_bias=data_mean sets the output layer of '
                       f'vaejax\'s networks ({", ".join(BUILT_IN_ARCHITECTURES)}), '

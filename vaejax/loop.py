@@ -41,6 +41,9 @@ class Trainer(Protocol):
   def models(self) -> list:
     """Each member's model in its own shapes, for its images."""
 
+  def set_states(self, states: list):
+    """Replaces each member's state, given in its own shapes."""
+
 
 @dataclasses.dataclass
 class Progress:
@@ -127,6 +130,11 @@ def finish(trainer, run_dirs, dataset, samples_keys):
     Each member's results dict, as written to its results.json.
   """
   all_results = []
+  states = trainer.states()
+  chosen = [d.final_params(s) for d, s in zip(run_dirs, states)]
+  if any(c.final_model != 'last' for c in trainer.configs):
+    trainer.set_states([{**s, 'params': params}
+                        for s, (_, params) in zip(states, chosen)])
   finals = trainer.final_evaluation()
   models = trainer.models()
   spec = trainer.configs[0].spec
@@ -135,9 +143,10 @@ def finish(trainer, run_dirs, dataset, samples_keys):
   else:
     value_range = (0.0, 1.0)
   test_x = trainer.test_inputs
-  for config, run_dir, final, model, key in zip(
-      trainer.configs, run_dirs, finals, models, samples_keys):
+  for config, run_dir, final, model, key, (epoch, _) in zip(
+      trainer.configs, run_dirs, finals, models, samples_keys, chosen):
     results = evaluation.results_of(config, final, dataset.test_log_marginal)
+    results['final_epoch'] = epoch
     results['compile_seconds'] = trainer.compile_seconds
     results['train_seconds'] = sum(r['epoch_seconds'] for r in run_dir.metrics())
     if files.is_primary():

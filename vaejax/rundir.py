@@ -3,7 +3,9 @@
   .lock            held while a run uses the workdir (`files.WorkdirLock`)
   config.json      every flag; a workdir holding other flags is refused
   metrics.jsonl    one line per epoch (`epoch_record`)
-  checkpoints/     orbax, the last few epochs (`vaejax.checkpoint`)
+  checkpoints/     orbax, the last few epochs (`vaejax.checkpoint`); with
+                   --final_model=best_valid each also holds the parameters
+                   of the best validation ELBO so far, 'best_params'
   tensorboard/     the metrics as scalars
   results.json     the final figures; its presence means the run is finished
 
@@ -15,6 +17,7 @@ import json
 import pathlib
 import tempfile
 
+import jax
 import numpy as np
 
 from vaejax import checkpoint
@@ -47,6 +50,10 @@ class RunDir:
     self._checkpointer = checkpoint.Checkpointer(self.path / 'checkpoints',
                                                  config.checkpoints_to_keep)
     self._writer = None
+    # --final_model=best_valid: the epoch of the best validation ELBO so
+    # far, that ELBO, and its parameters (host arrays).
+    self._keeps_best = config.final_model == 'best_valid'
+    self._best = (0, -np.inf, None)
 
   def results(self):
     """The finished run's results, or None."""
@@ -84,11 +91,30 @@ class RunDir:
     dropped: those epochs run again and write them again.
     """
     epoch = self.latest_epoch()
-    if epoch:
-      state = self._checkpointer.restore(epoch, state)
     records = [r for r in files.read_jsonl(self.metrics_path) if r['epoch'] <= epoch]
+    if epoch and self._keeps_best:
+      restored = self._checkpointer.restore(
+          epoch, {**state, 'best_params': state['params']})
+      best = max(records, key=lambda r: r['valid_elbo'], default=None)
+      if best is None:  # no metrics line survived: only the checkpoint's own
+        best = {'epoch': epoch, 'valid_elbo': -np.inf}
+      self._best = (best['epoch'], best['valid_elbo'],
+                    restored.pop('best_params'))
+      state = restored
+    elif epoch:
+      state = self._checkpointer.restore(epoch, state)
     files.write_jsonl(self.metrics_path, records)
     return epoch, state
+
+  def final_params(self, state):
+    """(epoch, parameters) for the final evaluation, `state` the last epoch's.
+
+    The last epoch's, or with --final_model=best_valid those of the epoch
+    with the highest validation ELBO (the first, where several tie).
+    """
+    if self._keeps_best:
+      return self._best[0], self._best[2]
+    return self.latest_epoch(), state['params']
 
   def end_epoch(self, record, state):
     """Appends the epoch's metrics, then checkpoints `state`."""
@@ -105,6 +131,12 @@ class RunDir:
         else:
           self._writer.add_scalar(name, value, global_step=record['epoch'])
       self._writer.flush()
+    if self._keeps_best:
+      if record['valid_elbo'] > self._best[1]:
+        params = jax.tree.map(np.array, state['params'])  # a copy: the
+        # trainer's arrays may be donated to its next epoch
+        self._best = (record['epoch'], record['valid_elbo'], params)
+      state = {**state, 'best_params': self._best[2]}
     self._checkpointer.save(record['epoch'], state)  # by every process
 
   def metrics(self):

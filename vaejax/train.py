@@ -151,6 +151,10 @@ class SingleRun:
   def models(self):
     return [nnx.merge(self._graphdef, self._state['params'])]
 
+  def set_states(self, states):
+    (state,) = states
+    self._state = jax.tree.map(jnp.asarray, state)
+
 
 def train_and_evaluate(config):
   """Trains the VAE of `config`, resuming from its workdir, and evaluates it.

@@ -96,9 +96,9 @@ class VectorizedMembers:
     index = list(range(len(configs))) + [0] * (count - len(configs))
     stack = lambda items: _put(jax.tree.map(
         lambda *a: jnp.stack(a), *[items[i] for i in index]), by_member)
-    self.state = stack([
-        padding.embed_latents(state, padded_like, c.latent_dim, self.max_latent)
-        for c, state in zip(configs, states)])
+    self._stack = stack
+    self._padded_like = padded_like
+    self.set_states(states)
     self._mask = stack([
         (jnp.arange(self.max_latent) < c.latent_dim).astype(jnp.float32)
         for c in configs])
@@ -186,6 +186,14 @@ class VectorizedMembers:
                                   self._eval_keys['test'],
                                   self._eval_keys['iwae'], self._mask))
     return [_pick(finals, m) for m in range(len(self.configs))]
+
+  def set_states(self, states):
+    """Replaces each member's state, given in its own shapes."""
+    self.state = self._stack([
+        padding.embed_latents(state, self._padded_like, c.latent_dim,
+                              self.max_latent)
+        for c, state in zip(self.configs, states)])
+    self._member_states = None
 
   def models(self):
     """Each member's model in its own shapes."""
