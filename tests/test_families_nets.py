@@ -148,6 +148,8 @@ def test_every_family_trains_evaluates_and_resumes(tmp_path, overrides, resume,
   if config.top_latent_dim:  # active units and KL of z and of z_2
     per_layer = whole['active_units_per_layer']
     assert len(per_layer) == 2 and per_layer[0] == whole['active_units']
+    train500 = whole['active_units_train500_per_layer']
+    assert len(train500) == 2 and train500[0] == whole['active_units_train500']
     assert 0 <= per_layer[1] <= config.top_latent_dim
     np.testing.assert_allclose(sum(whole['test_kl_per_layer']), whole['test_kl'],
                                rtol=1e-5)

@@ -166,6 +166,34 @@ def test_best_valid_final_model_is_kept_through_a_kill_after_a_later_checkpoint(
   assert without_timing(resumed) == without_timing(best)
 
 
+def test_active_units_are_counted_on_the_test_set_and_the_first_500_training_examples(
+    tmp_path):
+  # The first 500 training examples are one image repeated: no unit varies
+  # over them, while the test set's vary.
+  dataset = data.load('linear_gaussian')
+  train_x = np.concatenate([np.repeat(dataset.train[:1], 500, axis=0),
+                            dataset.train[500:]])
+  np.savez(tmp_path / 'data.npz', train=train_x, valid=dataset.valid,
+           test=dataset.test)
+  config = small_config(tmp_path / 'run', num_epochs=2,
+                        dataset=str(tmp_path / 'data.npz'))
+  results = train.train_and_evaluate(config)
+  _, _, like = train.initial_state(config, 20)
+  checkpointer = checkpoint.Checkpointer(tmp_path / 'run' / 'checkpoints')
+  state = checkpointer.restore(2, jax.tree.map(np.asarray, like))
+  checkpointer.close()
+  graphdef = train.initial_state(config, 20)[0]
+  model = nnx.merge(graphdef, state['params'])
+
+  def active(x):  # Var over examples of the posterior mean, in float64
+    means = np.asarray(jax.vmap(lambda e: model.encode(e)[0])(x), np.float64)
+    return int(np.sum(means.var(axis=0) > evaluation.ACTIVE_UNIT_THRESHOLD))
+
+  assert results['active_units'] == active(dataset.test) > 0
+  assert results['active_units_train500'] == active(train_x[:500]) == 0
+  assert results['final_epoch'] == 2
+
+
 def test_a_npz_file_of_the_same_arrays_trains_as_the_named_dataset(tmp_path):
   # The user's-data path reads, converts and trains exactly like a named
   # dataset; only the known log p(x) of the generated data is missing.

@@ -25,8 +25,11 @@ from vaejax.elbo import iwae_bound
 from vaejax.elbo import log_importance_weights
 from vaejax.elbo import posterior
 
-# Burda et al. (2015): a unit is active when Var_x(E_q[z_u | x]) > 0.01.
+# Burda et al. (2015): a unit is active when Var_x(E_q[z_u | x]) > 0.01,
+# counted (in their code) over the first 500 training images; vaejax also
+# counts over the test set.
 ACTIVE_UNIT_THRESHOLD = 0.01
+ACTIVE_UNIT_TRAIN_EXAMPLES = 500
 
 
 def map_over_examples(fn, num_examples, chunk_size):
@@ -168,21 +171,26 @@ def _mean_kl_per_dim(q, p):
 
 def make_final_evaluation(model_fn, *, batch_size, iwae_samples,
                           iwae_chunk_size):
-  """`final(params, x, test_key, iwae_key, *model_args)` -> the final figures.
+  """`final(params, x, train_x, test_key, iwae_key, *model_args)` -> the final figures.
 
-  Returns a dict of arrays: 'terms' (mean test `ElboTerms`, draws from
-  `test_key`), 'bounds' (`[N]` IWAE bounds with K = `iwae_samples`, from
-  `iwae_key`), 'active' (active units) and 'kl_per_dim' (`[L]`).
+  `x` is the test set, `train_x` the first `ACTIVE_UNIT_TRAIN_EXAMPLES`
+  training examples. Returns a dict of arrays: 'terms' (mean test
+  `ElboTerms`, draws from `test_key`), 'bounds' (`[N]` IWAE bounds with K =
+  `iwae_samples`, from `iwae_key`), 'active' and 'active_train' (active
+  units over `x` and over `train_x`; per layer for several stochastic
+  layers) and 'kl_per_dim' (`[L]`).
   """
   evaluate = make_evaluate(model_fn, batch_size)
   iwae = make_iwae(model_fn, iwae_samples, iwae_chunk_size)
   latent_stats = make_latent_stats(model_fn, batch_size)
 
-  def final(params, x, test_key, iwae_key, *model_args):
+  def final(params, x, train_x, test_key, iwae_key, *model_args):
     active, kl_per_dim = latent_stats(params, x, test_key, *model_args)
+    active_train, _ = latent_stats(params, train_x, test_key, *model_args)
     return {'terms': evaluate(params, x, test_key, *model_args),
             'bounds': iwae(params, x, iwae_key, *model_args),
-            'active': active, 'kl_per_dim': kl_per_dim}
+            'active': active, 'active_train': active_train,
+            'kl_per_dim': kl_per_dim}
 
   return final
 
@@ -205,12 +213,15 @@ def results_of(config, final, test_log_marginal=None):
       'test_nll_iwae_stderr': float(bounds.std() / np.sqrt(len(bounds))),
       'iwae_samples': config.eval_iwae_samples,
       'active_units': int(np.ravel(final['active'])[0]),
+      'active_units_train500': int(np.ravel(final['active_train'])[0]),
       'kl_per_dim': None if final['kl_per_dim'] is None else [
           float(v) for v in final['kl_per_dim'][:config.latent_dim]],
   }
   if np.ndim(final['active']):  # several stochastic layers, bottom up
     results['top_latent_dim'] = config.top_latent_dim
     results['active_units_per_layer'] = [int(a) for a in final['active']]
+    results['active_units_train500_per_layer'] = [
+        int(a) for a in final['active_train']]
     results['test_kl_per_layer'] = [float(v) for v in terms.kl_per_layer]
   if test_log_marginal is not None:
     results['test_nll_true'] = float(-np.mean(test_log_marginal))

@@ -44,7 +44,8 @@ def stream(seed, tag):
 
 
 def eval_binarize_key(split_index):
-  """The fixed key that binarizes evaluation split `split_index` (0 valid, 1 test)."""
+  """The fixed key that binarizes evaluation split `split_index` (0 valid, 1
+  test, 2 the training examples that active units are counted over)."""
   return jax.random.fold_in(stream(_EVAL_BINARIZE_SEED, EVAL_BINARIZE),
                             split_index)
 

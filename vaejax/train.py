@@ -76,6 +76,12 @@ def eval_inputs(x, config, split_index):
                           split_index=split_index)
 
 
+def first_train_inputs(dataset, config):
+  """The training examples that active units are also counted over, as inputs."""
+  return eval_inputs(
+      dataset.train[:evaluation.ACTIVE_UNIT_TRAIN_EXAMPLES], config, 2)
+
+
 def _shape_config(config):
   """`config` without what does not change the final program (seeds, paths)."""
   return dataclasses.replace(config, workdir='', seed=0, data_seed=0,
@@ -115,7 +121,8 @@ class SingleRun:
     self._state = state
     self._train_data = jax.device_put(dataset.train)
     self._eval_x = {'valid': eval_inputs(dataset.valid, config, 0),
-                    'test': eval_inputs(dataset.test, config, 1)}
+                    'test': eval_inputs(dataset.test, config, 1),
+                    'train': first_train_inputs(dataset, config)}
     self.test_inputs = np.asarray(self._eval_x['test'])
     model_fn = functools.partial(nnx.merge, graphdef)
     compile_start = time.perf_counter()
@@ -144,8 +151,8 @@ class SingleRun:
 
   def final_evaluation(self):
     final = final_program(self._config)(
-        self._state['params'], self._eval_x['test'], self.keys.test,
-        self.keys.iwae)
+        self._state['params'], self._eval_x['test'], self._eval_x['train'],
+        self.keys.test, self.keys.iwae)
     return [jax.tree.map(np.asarray, final)]
 
   def models(self):

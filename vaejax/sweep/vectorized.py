@@ -114,7 +114,8 @@ class VectorizedMembers:
     self.test_inputs = np.asarray(train.eval_inputs(dataset.test, base, 1))
     self._eval_x = {
         'valid': _put(train.eval_inputs(dataset.valid, base, 0), replicated),
-        'test': _put(self.test_inputs, replicated)}
+        'test': _put(self.test_inputs, replicated),
+        'train': _put(train.first_train_inputs(dataset, base), replicated)}
 
     model_fn = lambda params, mask: padding.MaskedLatents(
         nnx.merge(graphdef, params), mask)
@@ -144,14 +145,15 @@ class VectorizedMembers:
         iwae_samples=base.eval_iwae_samples,
         iwae_chunk_size=base.iwae_chunk_size)
 
-    def members_final(params, x, test_key, iwae_key, mask):
-      return jax.lax.map(lambda a: final(a[0], x, *a[1:]),
+    def members_final(params, x, train_x, test_key, iwae_key, mask):
+      return jax.lax.map(lambda a: final(a[0], x, train_x, *a[1:]),
                          (params, test_key, iwae_key, mask))
 
     if by_member is not replicated:
       members_final = jax.shard_map(
-          members_final, mesh=mesh, in_specs=(P('devices'), P(), P('devices'),
-                                              P('devices'), P('devices')),
+          members_final, mesh=mesh, in_specs=(P('devices'), P(), P(),
+                                              P('devices'), P('devices'),
+                                              P('devices')),
           out_specs=P('devices'))
     self._final = jax.jit(members_final)
 
@@ -183,6 +185,7 @@ class VectorizedMembers:
   def final_evaluation(self):
     """Each member's final figures (`evaluation.make_final_evaluation`), host."""
     finals = _to_host(self._final(self.state['params'], self._eval_x['test'],
+                                  self._eval_x['train'],
                                   self._eval_keys['test'],
                                   self._eval_keys['iwae'], self._mask))
     return [_pick(finals, m) for m in range(len(self.configs))]
