@@ -378,6 +378,20 @@ def test_a_damaged_checkpoint_is_refused(runs, tmp_path, binary, damage):
                  limit=60 if no_digest else SECONDS, uses_device=no_digest)
 
 
+@pytest.mark.parametrize('args, message', [
+    ([], 'holds no finished run (results.json is missing)'),
+    (['--iwae_samples=0'], '--iwae_samples and --repeats must be positive'),
+    (['--repeats=x'], 'flag --repeats=x'),
+])
+def test_evaluate_refuses_bad_flags(tmp_path, args, message):
+  assert_refused('evaluate', args, message, tmp_path / 'new')
+
+
+def test_evaluate_refuses_an_unfinished_run(runs, tmp_path):
+  workdir = shutil.copytree(runs / 'train', tmp_path / 'train')
+  assert_refused('evaluate', [], 'holds no finished run', workdir)
+
+
 @pytest.mark.parametrize('binary', ['train', 'sweep'])
 def test_a_read_only_workdir_is_refused(runs, tmp_path, binary):
   # Root may write anywhere: as root, the binary runs without the

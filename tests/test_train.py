@@ -23,6 +23,7 @@ from vaejax import evaluation
 from vaejax import files
 from vaejax import objectives
 from vaejax import optim
+from vaejax import reevaluate
 from vaejax import rng
 from vaejax import rundir
 from vaejax import step as step_lib
@@ -192,6 +193,21 @@ def test_active_units_are_counted_on_the_test_set_and_the_first_500_training_exa
   assert results['active_units'] == active(dataset.test) > 0
   assert results['active_units_train500'] == active(train_x[:500]) == 0
   assert results['final_epoch'] == 2
+
+
+def test_reevaluation_gives_the_runs_figure_again_then_draws_anew(tmp_path):
+  config = small_config(tmp_path / 'run', num_epochs=2, final_model='best_valid')
+  results = train.train_and_evaluate(config)
+  record = reevaluate.reevaluate(tmp_path / 'run', repeats=3, log=lambda _: None,
+                                 iwae_samples=config.eval_iwae_samples)
+  per_repeat = record['test_nll_iwae_per_repeat']
+  # Repeat 0 is the run's own estimate (same parameters, K and draws).
+  np.testing.assert_allclose(per_repeat[0], results['test_nll_iwae'], rtol=1e-6)
+  assert len(set(per_repeat)) == 3 and record['final_epoch'] == results['final_epoch']
+  np.testing.assert_allclose(record['test_nll_iwae'], np.mean(per_repeat), rtol=1e-6)
+  assert files.read_jsonl(tmp_path / 'run' / 'evaluations.jsonl') == [record]
+  with pytest.raises(config_lib.ConfigError, match='holds no finished run'):
+    reevaluate.reevaluate(tmp_path / 'other', iwae_samples=5)
 
 
 def test_a_npz_file_of_the_same_arrays_trains_as_the_named_dataset(tmp_path):

@@ -10,6 +10,7 @@ a one-line message.
 import dataclasses
 import json
 import math
+import pathlib
 import sys
 import typing
 
@@ -258,6 +259,26 @@ def from_flags(config_class=TrainConfig, flag_values=flags.FLAGS, exclude=()):
   if values.get('tfds_manual_dir') is None and 'tfds_manual_dir' in values:
     values['tfds_manual_dir'] = data.default_manual_dir()
   return config_class(**values)
+
+
+def from_json(path, **overrides):
+  """The `TrainConfig` of a run's config.json, with `overrides` replacing fields.
+
+  Fields the file lacks (written before they existed) keep their defaults;
+  one it has that vaejax does not know is refused, in one line.
+  """
+  try:
+    saved = json.loads(pathlib.Path(path).read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise ConfigError(f'{path} is unreadable ({e})') from None
+  fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+  unknown = sorted(set(saved) - set(fields))
+  if unknown:
+    raise ConfigError(f'{path} has fields this vaejax does not know: '
+                      f'{", ".join(unknown)}')
+  values = {k: tuple(v) if _base_type(fields[k].type) is tuple else v
+            for k, v in saved.items()}
+  return TrainConfig(**{**values, **overrides})
 
 
 def _base_type(annotation):
