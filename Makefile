@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 
 # float32 suite, then the float64 numerics in their own process.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --x64 $(PYTEST_ARGS)
 
 # The Flax example's setup on binarized MNIST, 10 epochs; resumes if rerun.

@@ -92,12 +92,14 @@ def pytest_configure(config):
 
 # The modules that take longest (seconds of test time on a 2-core machine,
 # from `pytest --durations=0`), run first: xdist hands whole modules
-# (--dist loadscope) to the workers in collection order, and the longest
-# first keeps both workers busy to the end instead of leaving one with
-# test_sweep.py while the other has finished.
+# (--dist loadscope) to the workers in collection order (the Makefile's
+# --no-loadscope-reorder; by default xdist would order them by their number
+# of tests), and the longest first keeps both workers busy to the end
+# instead of leaving one with test_sweep.py while the other has finished.
 _LONGEST_FIRST = ('test_sweep.py', 'test_train.py', 'test_data.py',
-                  'test_families_nets.py', 'test_crash_resume.py',
-                  'test_presets.py', 'test_nets.py', 'test_models.py')
+                  'test_families_nets.py', 'test_bad_input.py',
+                  'test_crash_resume.py', 'test_lock.py', 'test_presets.py',
+                  'test_models.py', 'test_readme.py', 'test_nets.py')
 
 
 def _module_rank(item):

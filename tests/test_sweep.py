@@ -22,6 +22,7 @@ from vaejax import checkpoint
 from vaejax import config as config_lib
 from vaejax import files
 from vaejax import models
+from vaejax import plots
 from vaejax import sweep
 from vaejax import train
 
@@ -446,29 +447,46 @@ def test_latent_dims_not_given_are_latent_dims_one_size(given, top_latent_dims,
   assert resolved.latent_dims == expected
 
 
-def test_a_sweep_of_the_top_layer_size(tmp_path):
+def test_a_sweep_of_the_top_layer_size(tmp_path, monkeypatch):
+  # The driver and the summary, with each member's training replaced by
+  # files of made-up figures (two-layer training: tests/test_families_nets.py).
+  trained = []
+
+  def fake_train(config, dataset, run_dir):
+    del dataset
+    trained.append(config)
+    top = config.top_latent_dim
+    files.append_jsonl(run_dir.metrics_path, {
+        'epoch': 1, 'examples_seen': 2000, 'train_loss': 9.0 + top,
+        'test_elbo': -9.0 - top})
+    plots.save_grid(run_dir.path / 'samples.png', np.zeros((4, 8, 8, 1)), 2)
+    results = {'latent_dim': config.latent_dim, 'top_latent_dim': top,
+               'test_elbo': -9.0 - top, 'test_log_likelihood': -8.0,
+               'test_kl': 1.0 + top, 'test_nll_iwae': 8.5 + top,
+               'active_units': 2, 'iwae_samples': 4, 'epochs': 1,
+               'train_seconds': 0.1, 'active_units_per_layer': [2, top],
+               'test_kl_per_layer': [1.0, float(top)]}
+    run_dir.write_results(results)
+    return results
+
+  monkeypatch.setattr(train, 'train_loaded', fake_train)
   flags = sweep.SweepFlags(latent_dims=(2,), top_latent_dims=(1, 3), seeds=(0,))
-  sizes = dict(hidden_dims=(8,), top_hidden_dims=(8,), num_epochs=1,
-               eval_iwae_samples=4)
-  rows = run_sweep(tmp_path, flags, **sizes)
+  rows = run_sweep(tmp_path, flags, top_hidden_dims=(8,))
+  assert [(c.latent_dim, c.top_latent_dim, pathlib.Path(c.workdir).name)
+          for c in trained] == [(2, 1, 'latent002_top001_seed0'),
+                                (2, 3, 'latent002_top003_seed0')]
   assert [(r['latent_dim'], r['top_latent_dim']) for r in rows] == [(2, 1), (2, 3)]
-  for row in rows:
-    member = tmp_path / f'latent002_top{row["top_latent_dim"]:03d}_seed0'
-    assert files.read_json(member / 'config.json')['top_latent_dim'] == (
-        row['top_latent_dim'])
-    results = files.read_json(member / 'results.json')
-    assert results['top_latent_dim'] == row['top_latent_dim']
-    assert len(results['active_units_per_layer']) == 2
   # The table by size groups by z_2's size; the csv has it per member.
   markdown = (tmp_path / 'results.md').read_text()
   assert '| top_latent_dim | seeds | test ELBO |' in markdown
+  assert '| 3 | 1 | -12.00 | 11.50 | 2.00 / 3.00 |' in markdown
   with open(tmp_path / 'results.csv') as f:
     assert [r['top_latent_dim'] for r in csv.DictReader(f)] == ['1', '3']
   assert (tmp_path / 'nll_and_active_units.png').stat().st_size > 0
   with pytest.raises(config_lib.ConfigError,
                      match=r'--top_latent_dims \(\[1, 3\] there, \[1, 4\] now'):
     run_sweep(tmp_path, dataclasses.replace(flags, top_latent_dims=(1, 4)),
-              **sizes)
+              top_hidden_dims=(8,))
 
 
 def test_two_layer_members_show_each_layer_in_the_tables(tmp_path):
