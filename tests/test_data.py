@@ -108,6 +108,18 @@ def test_real_binarized_mnist(tfds_dirs):
     assert all(row.tobytes() in images for row in raw), split
   # Mean pixel intensity of binarized MNIST is about 0.13.
   assert 0.1 < dataset.train.mean() < 0.16
+  # The splits' cache beside the prepared dataset gives the same arrays; a
+  # damaged one is read around and written again.
+  (cache,) = pathlib.Path(data_dir).glob(f'binarized_mnist/*/{data.SPLITS_CACHE}')
+  cache.write_bytes(cache.read_bytes()[:1000])
+  again = data.load('binarized_mnist', tfds_data_dir=data_dir,
+                    tfds_manual_dir=manual_root)
+  cached = data.load('binarized_mnist', tfds_data_dir=data_dir,
+                     tfds_manual_dir=manual_root)
+  for split in ('train', 'valid', 'test'):
+    np.testing.assert_array_equal(getattr(again, split), getattr(dataset, split))
+    np.testing.assert_array_equal(getattr(cached, split), getattr(dataset, split))
+  assert cache.stat().st_size > 50_000 * 784
 
 
 @pytest.mark.real_data
