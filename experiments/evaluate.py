@@ -18,6 +18,10 @@ _WORKDIR = flags.DEFINE_string('workdir', '', 'The finished run\'s workdir.')
 _IWAE_SAMPLES = flags.DEFINE_integer('iwae_samples', 5000, 'K of each estimate.')
 _REPEATS = flags.DEFINE_integer(
     'repeats', 1, 'Estimates, each from its own draws; their mean is reported.')
+_PARAMS = flags.DEFINE_enum(
+    'params', 'final', reevaluate.PARAMS, 'Whose parameters: final, those '
+    'results.json reports (the best epoch\'s with --final_model=best_valid); '
+    'or last, the last epoch\'s.')
 _TFDS_DATA_DIR = flags.DEFINE_string(
     'tfds_data_dir', None, 'Where TFDS keeps prepared datasets, if not where '
     'the run had them.')
@@ -31,7 +35,7 @@ def main(argv):
     if not _WORKDIR.value:
       raise config_lib.ConfigError('--workdir is required')
     reevaluate.reevaluate(_WORKDIR.value, iwae_samples=_IWAE_SAMPLES.value,
-                          repeats=_REPEATS.value,
+                          repeats=_REPEATS.value, params=_PARAMS.value,
                           tfds_data_dir=_TFDS_DATA_DIR.value,
                           tfds_manual_dir=_TFDS_MANUAL_DIR.value)
   except train.USER_ERRORS as e:

@@ -382,6 +382,7 @@ def test_a_damaged_checkpoint_is_refused(runs, tmp_path, binary, damage):
     ([], 'holds no finished run (results.json is missing)'),
     (['--iwae_samples=0'], '--iwae_samples and --repeats must be positive'),
     (['--repeats=x'], 'flag --repeats=x'),
+    (['--params=best'], 'flag --params=best'),
 ])
 def test_evaluate_refuses_bad_flags(tmp_path, args, message):
   assert_refused('evaluate', args, message, tmp_path / 'new')

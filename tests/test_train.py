@@ -168,6 +168,16 @@ def test_best_valid_final_model_is_kept_through_a_kill_after_a_later_checkpoint(
   resumed = train.train_and_evaluate(config('resumed', final_model='best_valid'))
   assert without_timing(resumed) == without_timing(best)
 
+  # The re-estimate of the last epoch's parameters in that run is the
+  # estimate of a run that keeps the last epoch (same training, same draws).
+  last = train.train_and_evaluate(config('last'))
+  record = reevaluate.reevaluate(
+      tmp_path / 'resumed', params='last', log=lambda _: None,
+      iwae_samples=last['iwae_samples'])
+  assert record['epoch'] == last['final_epoch'] == 5
+  np.testing.assert_allclose(record['test_nll_iwae'], last['test_nll_iwae'], rtol=1e-6)
+  assert abs(record['test_nll_iwae'] - best['test_nll_iwae']) > 0.1
+
 
 def test_active_units_are_counted_on_the_test_set_and_the_first_500_training_examples(
     tmp_path):
@@ -205,7 +215,7 @@ def test_reevaluation_gives_the_runs_figure_again_then_draws_anew(tmp_path):
   per_repeat = record['test_nll_iwae_per_repeat']
   # Repeat 0 is the run's own estimate (same parameters, K and draws).
   np.testing.assert_allclose(per_repeat[0], results['test_nll_iwae'], rtol=1e-6)
-  assert len(set(per_repeat)) == 3 and record['final_epoch'] == results['final_epoch']
+  assert len(set(per_repeat)) == 3 and record['epoch'] == results['final_epoch']
   np.testing.assert_allclose(record['test_nll_iwae'], np.mean(per_repeat), rtol=1e-6)
   assert files.read_jsonl(tmp_path / 'run' / 'evaluations.jsonl') == [record]
   with pytest.raises(config_lib.ConfigError, match='holds no finished run'):

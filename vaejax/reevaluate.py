@@ -4,7 +4,8 @@
 
 estimates the importance-weighted test NLL of the run's final parameters
 (those its results.json reports: the last epoch's, or with
---final_model=best_valid the best epoch's) `repeats` times with K =
+--final_model=best_valid the best epoch's; --params=last takes the last
+epoch's in either case) `repeats` times with K =
 `iwae_samples`, each from its own draws, and appends the figures to the
 run's evaluations.jsonl. Repeat 0 draws from the run's own IWAE key, so at
 the run's K it gives results.json's figure again. pythae reports the mean of
@@ -30,14 +31,19 @@ from vaejax import train
 EVALUATIONS_FILE = 'evaluations.jsonl'
 
 
-def reevaluate(workdir, *, iwae_samples, repeats=1, tfds_data_dir=None,
-               tfds_manual_dir=None, log=print):
+PARAMS = ('final', 'last')
+
+
+def reevaluate(workdir, *, iwae_samples, repeats=1, params='final',
+               tfds_data_dir=None, tfds_manual_dir=None, log=print):
   """Estimates a finished run's test NLL `repeats` times with K = `iwae_samples`.
 
   Args:
     workdir: the finished run's workdir.
     iwae_samples: K of each estimate.
     repeats: how many estimates, each from its own draws.
+    params: 'final', the parameters results.json reports, or 'last', the last
+      epoch's (which differ with --final_model=best_valid).
     tfds_data_dir, tfds_manual_dir: where the data are, if not where the run
       had them.
     log: prints the figures.
@@ -46,7 +52,7 @@ def reevaluate(workdir, *, iwae_samples, repeats=1, tfds_data_dir=None,
     The record appended to the run's evaluations.jsonl: `test_nll_iwae` (the
     mean over repeats), `test_nll_iwae_per_repeat`, `test_nll_iwae_stderr`
     (over the test images, of the mean estimate), `iwae_samples`,
-    `repeats`, `final_epoch`.
+    `repeats`, `params`, `epoch` (whose parameters).
 
   Raises:
     config.ConfigError, data.DataError, checkpoint.CheckpointError,
@@ -56,6 +62,9 @@ def reevaluate(workdir, *, iwae_samples, repeats=1, tfds_data_dir=None,
     raise config_lib.ConfigError(
         f'--iwae_samples and --repeats must be positive, got {iwae_samples} '
         f'and {repeats}')
+  if params not in PARAMS:
+    raise config_lib.ConfigError(
+        f'--params={params!r} is not one of: {", ".join(PARAMS)}')
   path = pathlib.Path(workdir)
   if not (path / 'results.json').exists():
     raise config_lib.ConfigError(
@@ -77,7 +86,10 @@ def reevaluate(workdir, *, iwae_samples, repeats=1, tfds_data_dir=None,
     graphdef, _, state = train.initial_state(config, steps_per_epoch,
                                              dataset.train)
     _, state = run_dir.restore(state)
-    epoch, params = run_dir.final_params(state)
+    if params == 'final':
+      epoch, chosen = run_dir.final_params(state)
+    else:
+      epoch, chosen = run_dir.latest_epoch(), state['params']
     iwae = jax.jit(evaluation.make_iwae(functools.partial(nnx.merge, graphdef),
                                         iwae_samples, config.iwae_chunk_size))
     test_x = train.eval_inputs(dataset.test, config, 1)
@@ -85,14 +97,15 @@ def reevaluate(workdir, *, iwae_samples, repeats=1, tfds_data_dir=None,
     bounds = []
     for repeat in range(repeats):
       repeat_key = key if repeat == 0 else jax.random.fold_in(key, repeat)
-      bounds.append(np.asarray(iwae(params, test_x, repeat_key), np.float64))
+      bounds.append(np.asarray(iwae(chosen, test_x, repeat_key), np.float64))
       log(f'repeat {repeat}: test NLL (IWAE, K={iwae_samples}) '
           f'{-bounds[-1].mean():.3f} nats')
     mean_bounds = np.mean(bounds, axis=0)
     record = {
         'iwae_samples': iwae_samples,
         'repeats': repeats,
-        'final_epoch': epoch,
+        'params': params,
+        'epoch': epoch,
         'test_nll_iwae': float(-mean_bounds.mean()),
         'test_nll_iwae_stderr': float(mean_bounds.std() / np.sqrt(len(mean_bounds))),
         'test_nll_iwae_per_repeat': [float(-b.mean()) for b in bounds],
