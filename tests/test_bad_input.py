@@ -27,6 +27,7 @@ from vaejax import config as config_lib
 from vaejax import sweep
 from vaejax import train
 from binary_server import cpu_seconds  # pylint: disable=g-bad-import-order
+import kill  # pylint: disable=g-bad-import-order
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SECONDS = 5
@@ -37,22 +38,10 @@ TRAIN_FLAGS = ['--dataset=linear_gaussian', '--likelihood=gaussian',
 SWEEP_FLAGS = [*TRAIN_FLAGS, '--latent_dims=1,3', '--seeds=0']
 
 
-class Killed(Exception):
-  """Stands in for a kill after the first checkpoint."""
-
-
 def interrupted(train_fn):
-  """Runs `train_fn()` until it has saved the checkpoint of epoch 1."""
-  original_save = train.checkpoint.Checkpointer.save
-
-  def save_then_die(self, epoch, state):
-    original_save(self, epoch, state)
-    raise Killed
-
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(train.checkpoint.Checkpointer, 'save', save_then_die)
-    with pytest.raises(Killed):
-      train_fn()
+  """Runs `train_fn()` until it has saved its first checkpoint."""
+  with kill.at_checkpoint(after=lambda epoch: True):
+    train_fn()
 
 
 def train_config(workdir):

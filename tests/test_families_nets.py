@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 import vaejax
-from vaejax import checkpoint
 from vaejax import config as config_lib
 from vaejax import data
 from vaejax import files
 from vaejax import nets
 from vaejax import train
+import kill  # pylint: disable=g-bad-import-order
 
 LATENT_DIM = 3
 SHAPE = (4, 4, 1)
@@ -120,18 +120,13 @@ COMBINATIONS = [
 ]
 
 
-class Killed(Exception):
-  pass
-
-
 def without_timing(record):
   return {k: v for k, v in record.items() if 'second' not in k}
 
 
 @pytest.mark.parametrize('overrides, resume', COMBINATIONS, ids=[
     '-'.join(f'{k}={v}' for k, v in o.items()) for o, _ in COMBINATIONS])
-def test_every_family_trains_evaluates_and_resumes(tmp_path, overrides, resume,
-                                                   monkeypatch):
+def test_every_family_trains_evaluates_and_resumes(tmp_path, overrides, resume):
   config = config_lib.TrainConfig(
       workdir=str(tmp_path / 'whole'), dataset='linear_gaussian_correlated',
       likelihood='gaussian', hidden_dims=(16,), latent_dim=6, batch_size=100,
@@ -162,17 +157,9 @@ def test_every_family_trains_evaluates_and_resumes(tmp_path, overrides, resume,
   if not resume:
     return
   # Killed after the first checkpoint, then resumed: the same run.
-  original_save = checkpoint.Checkpointer.save
-
-  def save_then_die(self, epoch, state):
-    original_save(self, epoch, state)
-    raise Killed
-
   resumed_config = dataclasses.replace(config, workdir=str(tmp_path / 'resumed'))
-  monkeypatch.setattr(checkpoint.Checkpointer, 'save', save_then_die)
-  with pytest.raises(Killed):
+  with kill.at_checkpoint(after=lambda epoch: True):
     train.train_and_evaluate(resumed_config)
-  monkeypatch.undo()
   resumed = train.train_and_evaluate(resumed_config)
   assert without_timing(resumed) == without_timing(whole)
   assert ([without_timing(r) for r in files.read_jsonl(tmp_path / 'resumed' / 'metrics.jsonl')]

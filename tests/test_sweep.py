@@ -2,6 +2,7 @@
 
 import csv
 import functools
+import itertools
 import dataclasses
 import json
 import os
@@ -18,13 +19,13 @@ import numpy as np
 import pytest
 
 import vaejax
-from vaejax import checkpoint
 from vaejax import config as config_lib
 from vaejax import files
 from vaejax import models
 from vaejax import plots
 from vaejax import sweep
 from vaejax import train
+import kill  # pylint: disable=g-bad-import-order
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 TIMING_FIELDS = ('epoch_seconds', 'examples_per_second', 'compile_seconds',
@@ -236,26 +237,12 @@ def test_shards_then_summarize_equal_one_job(reference, tmp_path):
                [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows])
 
 
-class Killed(Exception):
-  pass
-
-
-def test_resume_of_a_half_finished_sweep(reference, tmp_path, monkeypatch):
+def test_resume_of_a_half_finished_sweep(reference, tmp_path):
   workdir, rows = reference
   # Sequentially: the first member finishes, the second dies after epoch 1.
-  original_save = checkpoint.Checkpointer.save
-  saves = []
-
-  def save_then_die(self, epoch, state):
-    original_save(self, epoch, state)
-    saves.append(epoch)
-    if len(saves) == 3:
-      raise Killed
-
-  monkeypatch.setattr(checkpoint.Checkpointer, 'save', save_then_die)
-  with pytest.raises(Killed):
+  saves = itertools.count(1)
+  with kill.at_checkpoint(after=lambda epoch: next(saves) == 3):
     run_sweep(tmp_path, dataclasses.replace(FLAGS, vectorize=False))
-  monkeypatch.undo()
   first = tmp_path / 'latent001_seed0'
   finished = {p: p.stat().st_mtime_ns for p in first.rglob('*') if p.is_file()}
   assert (first / 'results.json').exists()
@@ -333,25 +320,15 @@ def test_one_member_on_four_devices_trains_a_quarter_batch_on_each():
   assert result.stdout.splitlines() == ["1 ['25']", "2 ['100']"], result.stdout
 
 
-def test_resume_after_switching_to_vectorised_rewinds_cleanly(tmp_path,
-                                                             monkeypatch):
+def test_resume_after_switching_to_vectorised_rewinds_cleanly(tmp_path):
   # One after another, the first member checkpoints its last epoch (3; with
   # 2 kept, epoch 1 is gone) and dies before its results. Vectorised, the
   # members resume from the last epoch they all have (0): the first member's
   # later checkpoints, digests and metrics lines are deleted, then written
   # once each by the program of all members.
   overrides = dict(num_epochs=3, checkpoints_to_keep=2)
-  original_save = checkpoint.Checkpointer.save
-
-  def save_then_die(self, epoch, state):
-    original_save(self, epoch, state)
-    if epoch == 3:
-      raise Killed
-
-  monkeypatch.setattr(checkpoint.Checkpointer, 'save', save_then_die)
-  with pytest.raises(Killed):
+  with kill.at_checkpoint(after=lambda epoch: epoch == 3):
     run_sweep(tmp_path, dataclasses.replace(FLAGS, vectorize=False), **overrides)
-  monkeypatch.undo()
   first = tmp_path / 'latent001_seed0'
   assert not (first / 'results.json').exists()
   assert sorted(p.name for p in (first / 'checkpoints').glob('[0-9]*')) == ['2', '3']

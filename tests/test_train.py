@@ -28,6 +28,7 @@ from vaejax import rng
 from vaejax import rundir
 from vaejax import step as step_lib
 from vaejax import train
+import kill  # pylint: disable=g-bad-import-order
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -91,10 +92,6 @@ def test_binary_trains_one_epoch_end_to_end(tmp_path, architecture):
   assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
 
 
-class Killed(Exception):
-  """Stands in for SIGKILL at a chosen point of the run."""
-
-
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory):
   """(results, metrics lines) of `small_config`'s run, not interrupted."""
@@ -103,25 +100,17 @@ def uninterrupted(tmp_path_factory):
   return results, files.read_jsonl(workdir / 'metrics.jsonl')
 
 
-@pytest.mark.parametrize('kill', ['after checkpoint 2', 'before checkpoint 3'])
-def test_resume_gives_the_results_of_an_uninterrupted_run(tmp_path, monkeypatch,
-                                                          kill, uninterrupted):
+@pytest.mark.parametrize('when', ['after checkpoint 2', 'before checkpoint 3'])
+def test_resume_gives_the_results_of_an_uninterrupted_run(tmp_path, when,
+                                                          uninterrupted):
   reference, reference_metrics = uninterrupted
 
-  original_save = checkpoint.Checkpointer.save
-
-  def save_then_die(self, epoch, state):
-    if kill == 'before checkpoint 3' and epoch == 3:
-      raise Killed  # metrics line 3 written, its checkpoint not
-    original_save(self, epoch, state)
-    if kill == 'after checkpoint 2' and epoch == 2:
-      raise Killed
-
   config = small_config(tmp_path / 'resumed')
-  monkeypatch.setattr(checkpoint.Checkpointer, 'save', save_then_die)
-  with pytest.raises(Killed):
+  # Before checkpoint 3: metrics line 3 is written, its checkpoint not.
+  with (kill.at_checkpoint(after=lambda epoch: epoch == 2)
+        if when == 'after checkpoint 2' else
+        kill.at_checkpoint(before=lambda epoch: epoch == 3)):
     train.train_and_evaluate(config)
-  monkeypatch.setattr(checkpoint.Checkpointer, 'save', original_save)
   resumed = train.train_and_evaluate(config)
 
   metrics = files.read_jsonl(tmp_path / 'resumed' / 'metrics.jsonl')
@@ -134,7 +123,7 @@ def test_resume_gives_the_results_of_an_uninterrupted_run(tmp_path, monkeypatch,
 
 
 def test_best_valid_final_model_is_kept_through_a_kill_after_a_later_checkpoint(
-    tmp_path, monkeypatch):
+    tmp_path):
   # 50 training examples at a high learning rate: the validation ELBO peaks
   # at epoch 3 of 5, then falls for two epochs.
   named = data.load('linear_gaussian')
@@ -154,17 +143,8 @@ def test_best_valid_final_model_is_kept_through_a_kill_after_a_later_checkpoint(
   assert abs(best['test_elbo'] - metrics[-1]['test_elbo']) > 0.1
 
   # Killed after the checkpoint of epoch 4 (the best is 3), then resumed.
-  original_save = checkpoint.Checkpointer.save
-
-  def save_then_die(self, epoch, state):
-    original_save(self, epoch, state)
-    if epoch == 4:
-      raise Killed
-
-  monkeypatch.setattr(checkpoint.Checkpointer, 'save', save_then_die)
-  with pytest.raises(Killed):
+  with kill.at_checkpoint(after=lambda epoch: epoch == 4):
     train.train_and_evaluate(config('resumed', final_model='best_valid'))
-  monkeypatch.setattr(checkpoint.Checkpointer, 'save', original_save)
   resumed = train.train_and_evaluate(config('resumed', final_model='best_valid'))
   assert without_timing(resumed) == without_timing(best)
 
@@ -458,10 +438,8 @@ def test_config_json_without_a_newer_field_counts_it_as_its_default(tmp_path):
 def test_nonfinite_loss_stops_naming_the_epoch_and_keeps_the_checkpoint(
     tmp_path, monkeypatch):
   config = small_config(tmp_path, num_epochs=2)
-  monkeypatch.setattr(checkpoint.Checkpointer, 'save', _save_epoch_one_only())
-  with pytest.raises(Killed):
+  with kill.at_checkpoint(before=lambda epoch: epoch > 1):
     train.train_and_evaluate(config)
-  monkeypatch.undo()
   real_loss = objectives.negative_elbo
   monkeypatch.setattr(objectives, 'negative_elbo',
                       lambda *a, **k: jax.tree.map(lambda t: t * jnp.nan,
@@ -541,17 +519,6 @@ def test_skipped_step_leaves_the_state_as_it_was(tmp_path):
                                     optimizer, objectives.from_config(config, 20))
   assert jax.jit(normal)(state['params'], state['opt_state'], x,
                          jax.random.key(1), 0)[2]['finite']
-
-
-def _save_epoch_one_only():
-  original_save = checkpoint.Checkpointer.save
-
-  def save(self, epoch, state):
-    if epoch > 1:
-      raise Killed
-    original_save(self, epoch, state)
-
-  return save
 
 
 BAD_FLAGS = [
