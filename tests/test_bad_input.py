@@ -224,6 +224,9 @@ TRAIN_CASES = [
     (['--lr_decay_epochs=3'], '--lr_decay_epochs applies to --lr_schedule=step only'),
     (['--objective=iwae', '--noanalytic_kl'], '--noanalytic_kl has no effect here'),
     (['--optimizer=adagrad', '--adam_eps=1e-4'], '--adam_eps applies to --optimizer=adam'),
+    (['--optimizer=adagrad', '--adam_variant=iwae_code'],
+     '--adam_variant applies to --optimizer=adam'),
+    (['--adam_variant=theano'], "--adam_variant='theano' is not one of"),
     # Posterior and prior families.
     (['--posterior=full'], "--posterior='full' is not one of"),
     (['--prior=vampprior'], "--prior='vampprior' is not one of"),

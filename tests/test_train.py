@@ -422,6 +422,40 @@ def test_adamw_decays_by_its_default_unless_told(tmp_path, weight_decay,
       rtol=1e-6)
 
 
+def test_iwae_code_adam_moves_the_parameters_as_burda_et_als_code(tmp_path):
+  # The Theano update of yburda/iwae's optimizers.py, written out in NumPy:
+  # the gradient of the batch's summed bound (objective, ascended), m from 0,
+  # v from 1, the timestep from 1, and the parameters moved with the moments
+  # of before the step (Theano's updates are simultaneous).
+  batch_size, learning_rate, b1, b2, eps = 20, 1e-3, 0.99, 0.999, 1e-4
+  config = small_config(tmp_path, batch_size=batch_size, learning_rate=learning_rate,
+                        adam_b1=b1, adam_b2=b2, adam_eps=eps,
+                        adam_variant='iwae_code')
+  rng = np.random.default_rng(0)
+  loss_grads = rng.normal(size=(6, 3)) * [[1e-3, 1.0, 30.0]]  # of the batch mean
+  params = {'w': jnp.array([1.0, -2.0, 0.5])}
+  optimizer = optim.build_optimizer(config, 10)
+  state = optimizer.init(params)
+  want, m, v = np.array([1.0, -2.0, 0.5]), np.zeros(3), np.ones(3)
+  for timestep, grad in enumerate(loss_grads, start=1):
+    updates, state = optimizer.update({'w': jnp.asarray(grad, jnp.float32)},
+                                      state, params)
+    params = optax.apply_updates(params, updates)
+    objective_grad = -batch_size * grad
+    alpha = learning_rate * np.sqrt(1 - b2 ** timestep) / (1 - b1 ** timestep)
+    want, m, v = (want + alpha * m / (np.sqrt(v) + eps),
+                  b1 * m + (1 - b1) * objective_grad,
+                  b2 * v + (1 - b2) * objective_grad ** 2)
+    np.testing.assert_allclose(params['w'], want, rtol=1e-6, atol=1e-9)
+  assert not np.allclose(want, [1.0, -2.0, 0.5])
+  # Unlike optax's Adam from the same gradients.
+  standard = optim.build_optimizer(
+      dataclasses.replace(config, adam_variant='standard'), 10)
+  updates, _ = standard.update({'w': jnp.asarray(loss_grads[0], jnp.float32)},
+                               standard.init(params), params)
+  assert np.all(np.abs(updates['w']) > 1e-4)  # the code's first step is zero
+
+
 def test_config_json_without_a_newer_field_counts_it_as_its_default(tmp_path):
   # A workdir written before a field existed resumes when the field is at
   # its default, and is refused when it is not.

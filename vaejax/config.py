@@ -119,6 +119,13 @@ class TrainConfig:
   adam_b1: float = _field(0.9, 'Adam beta1.')
   adam_b2: float = _field(0.999, 'Adam beta2.')
   adam_eps: float = _field(1e-8, 'Adam epsilon.')
+  adam_variant: str = _field(
+      'standard', 'standard: Adam as optax builds it (moments start at zero, '
+      'epsilon added to the bias-corrected root); or iwae_code: the update of '
+      'the code of Burda et al. (2015), on the gradient of the batch\'s sum '
+      '(batch_size times the mean\'s): second moments start at one, '
+      'epsilon is added to the uncorrected root, and each step moves by the '
+      'moments before its gradient (see optim.scale_by_iwae_code_adam).')
   weight_decay: float | None = _field(
       None, 'L2 penalty weight_decay/2 ||params||^2 added to the loss per '
       'example (1/N for a N(0, I) prior on the parameters over N training '
@@ -170,6 +177,7 @@ class TrainConfig:
 LR_SCHEDULES = ('constant', 'cosine', 'burda', 'step')
 OUTPUT_BIASES = ('zero', 'data_mean')
 FINAL_MODELS = ('last', 'best_valid')
+ADAM_VARIANTS = ('standard', 'iwae_code')
 BUILT_IN_ARCHITECTURES = ('mlp', 'conv', 'linear')
 
 # Fields that do not change what a run computes: a resumed run may differ here.
@@ -314,6 +322,7 @@ def validate(config):
   _check_choice('kernel_init', c.kernel_init, nets.INITS)
   _check_choice('output_bias', c.output_bias, OUTPUT_BIASES)
   _check_choice('final_model', c.final_model, FINAL_MODELS)
+  _check_choice('adam_variant', c.adam_variant, ADAM_VARIANTS)
   if c.output_bias == 'data_mean' and c.architecture not in BUILT_IN_ARCHITECTURES:
     raise ConfigError(f'--output_bias=data_mean sets the output layer of '
                       f'vaejax\'s networks ({", ".join(BUILT_IN_ARCHITECTURES)}), '
@@ -407,7 +416,7 @@ def _check_no_ignored_flags(c):
     ignored.append(('gaussian_variance', '--likelihood=gaussian'))
   if c.optimizer == 'adagrad':
     ignored += [(n, '--optimizer=adam or adamw')
-                for n in ('adam_b1', 'adam_b2', 'adam_eps')]
+                for n in ('adam_b1', 'adam_b2', 'adam_eps', 'adam_variant')]
   if c.prior != 'vamp':
     ignored.append(('vamp_components', '--prior=vamp'))
   if not c.top_latent_dim:

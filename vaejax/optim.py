@@ -60,6 +60,43 @@ def scale_by_learning_rate(learning_rate):
       lambda params: optax.EmptyState(), update)
 
 
+def scale_by_iwae_code_adam(b1, b2, eps, gradient_scale):
+  """Adam's direction as the code of Burda et al. (2015) computes it.
+
+  That code (Theano) differentiates the sum of the batch's bounds, starts the
+  second moments at one, adds epsilon to their uncorrected root, and, its
+  updates being simultaneous, moves the parameters with the moments before
+  this step's gradient: at step t = 1, 2, ...
+
+    direction = sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps),
+    then g = gradient_scale * gradient, m = b1 m + (1 - b1) g,
+    v = b2 v + (1 - b2) g^2,
+
+  from m = 0 and v = 1 (so the first direction is zero). With
+  `gradient_scale` the batch size, the gradient of vaejax's batch mean becomes
+  that of the sum. The learning rate is applied after, as for optax's Adam.
+  """
+  def init(params):
+    return optax.ScaleByAdamState(
+        count=jnp.zeros([], jnp.int32),
+        mu=jax.tree.map(jnp.zeros_like, params),
+        nu=jax.tree.map(jnp.ones_like, params))
+
+  def update(updates, state, params=None):
+    del params
+    t = (state.count + 1).astype(jnp.float32)
+    correction = jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+    directions = jax.tree.map(
+        lambda m, v: (correction * m / (jnp.sqrt(v) + eps)).astype(m.dtype),
+        state.mu, state.nu)
+    grads = jax.tree.map(lambda g: gradient_scale * g, updates)
+    mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+    nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
+    return directions, optax.ScaleByAdamState(count=state.count + 1, mu=mu, nu=nu)
+
+  return optax.GradientTransformation(init, update)
+
+
 def build_optimizer(config, steps_per_epoch):
   """optax optimizer with the learning-rate schedule, weight decay, clipping.
 
@@ -79,6 +116,9 @@ def build_optimizer(config, steps_per_epoch):
     parts.append(optax.add_decayed_weights(weight_decay))
   if config.optimizer == 'adagrad':
     parts.append(optax.scale_by_rss())
+  elif config.adam_variant == 'iwae_code':
+    parts.append(scale_by_iwae_code_adam(config.adam_b1, config.adam_b2,
+                                         config.adam_eps, config.batch_size))
   else:
     parts.append(optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2,
                                      eps=config.adam_eps))
