@@ -137,7 +137,8 @@ RECORDED = {
     'pythae_binarized_mnist.flags': dict(
         objective='elbo', num_samples=1, optimizer='adam', learning_rate=1e-4,
         lr_schedule='step', lr_decay_epochs=[200, 350], hidden_dims=[400],
-        activation='relu', batch_size=100, latent_dim=40),
+        activation='relu', batch_size=100, latent_dim=40,
+        kernel_init='pytorch_default', final_model='best_valid'),
 }
 
 
@@ -252,7 +253,7 @@ def test_make_burda_runs_the_six_rows_of_table_1(tmp_path, target, latent_dims):
 def test_make_kingma_welling_and_pythae_run_their_presets(tmp_path):
   calls = make_calls(tmp_path, 'kingma_welling', 'pythae', 'RESULTS_DIR=out',
                      'KW_FLAGS=--seeds=0,1', 'PYTHAE_FLAGS=--num_epochs=100')
-  kingma_welling, pythae = map(flag_values_of, calls)
+  kingma_welling, pythae, pythae_nll = map(flag_values_of, calls)
   assert (kingma_welling['module'], kingma_welling['latent_dims'],
           kingma_welling['seeds'], kingma_welling['optimizer'],
           kingma_welling['workdir']) == (
@@ -262,3 +263,6 @@ def test_make_kingma_welling_and_pythae_run_their_presets(tmp_path):
           pythae['dataset'], pythae['workdir']) == (
               'experiments.train', '40', '100', 'binarized_mnist',
               'out/pythae_binarized_mnist')
+  # Then pythae's NLL estimate of the same run.
+  assert pythae_nll == {'module': 'experiments.evaluate', 'iwae_samples': '200',
+                        'repeats': '5', 'workdir': 'out/pythae_binarized_mnist'}
