@@ -1,5 +1,6 @@
 """vaejax.compare and experiments.compare: finished runs side by side."""
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -8,6 +9,8 @@ import pytest
 
 from vaejax import compare
 from vaejax import config as config_lib
+from vaejax import files
+from vaejax import reevaluate
 from vaejax import train
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -39,13 +42,38 @@ def test_table_holds_each_runs_results_and_the_plot_is_written(two_runs,
     cells = [c.strip() for c in line.strip('|').split('|')]
     assert cells[0] == name
     assert int(cells[1]) == results['epochs']
-    assert float(cells[3]) == pytest.approx(
+    assert float(cells[4]) == pytest.approx(
         results['train_seconds'] / results['epochs'], abs=0.006)
-    assert float(cells[4]) == pytest.approx(results['test_elbo'], abs=0.006)
-    assert float(cells[5].split()[0]) == pytest.approx(
+    assert float(cells[5]) == pytest.approx(results['test_elbo'], abs=0.006)
+    assert float(cells[6].split()[0]) == pytest.approx(
         results['test_nll_iwae'], abs=0.006)
+    assert int(cells[2]) == results['final_epoch']
+    assert cells[7] == '-'  # no re-estimates
+    assert cells[8] == f'{results["active_units"]} / 4'
+    assert cells[9] == f'{results["active_units_train500"]} / 4'
   assert (tmp_path / 'results.md').read_text() == table
   assert (tmp_path / 'learning_curves.png').stat().st_size > 0
+
+
+def test_two_layers_active_units_and_re_estimates_have_their_cells(two_runs,
+                                                                   tmp_path):
+  # A copy of a finished run, as a two-layer run's results.json and an
+  # experiments.evaluate record would make it.
+  run = tmp_path / 'two_layer'
+  run.mkdir()
+  source = pathlib.Path(two_runs[0][0])
+  (run / 'metrics.jsonl').write_bytes((source / 'metrics.jsonl').read_bytes())
+  results = dict(two_runs[0][1], latent_dim=4, top_latent_dim=2,
+                 active_units_per_layer=[3, 1], active_units=3,
+                 active_units_train500_per_layer=[4, 0], active_units_train500=4)
+  files.write_atomic(run / 'results.json', json.dumps(results))
+  files.append_jsonl(run / reevaluate.EVALUATIONS_FILE, dict(
+      iwae_samples=200, repeats=5, params='final', epoch=2,
+      test_nll_iwae=90.123, test_nll_iwae_stderr=0.25))
+  table = compare.compare([run], tmp_path / 'out', log=lambda _: None)
+  cells = [c.strip() for c in table.splitlines()[2].strip('|').split('|')]
+  assert cells[7:] == ['90.12 +- 0.25 (K=200 x 5, epoch 2)', '3 / 4, 1 / 2',
+                       '4 / 4, 0 / 2']
 
 
 def test_an_unfinished_run_is_refused_in_one_line(two_runs, tmp_path):

@@ -10,6 +10,7 @@ import pathlib
 from vaejax import config as config_lib
 from vaejax import files
 from vaejax import plots
+from vaejax import reevaluate
 from vaejax import tables
 
 
@@ -46,18 +47,44 @@ def compare(workdirs, output_dir, log=print):
       raise config_lib.ConfigError(f'{workdir} holds no finished run '
                                    '(metrics.jsonl is missing or empty)')
     rows.append([
-        name, results['epochs'], f'{results["train_seconds"] / 3600:.2f}',
+        name, results['epochs'], results.get('final_epoch', results['epochs']),
+        f'{results["train_seconds"] / 3600:.2f}',
         f'{results["train_seconds"] / results["epochs"]:.2f}',
         f'{results["test_elbo"]:.2f}',
         f'{results["test_nll_iwae"]:.2f} +- {results["test_nll_iwae_stderr"]:.2f} '
         f'(K={results["iwae_samples"]})',
-        f'{results["active_units"]} / {results["latent_dim"]}'])
+        _reestimates(workdir),
+        _active_units(results, 'active_units'),
+        _active_units(results, 'active_units_train500')])
   table = tables.markdown_table(
-      ['run', 'epochs', 'training hours', 'seconds per epoch', 'test ELBO', 'test NLL',
-       'active units'], rows) + '\n'
+      ['run', 'epochs', 'final epoch', 'training hours', 'seconds per epoch',
+       'test ELBO', 'test NLL', 'test NLL re-estimated', 'active units',
+       'active units, first 500 training images'], rows) + '\n'
   output_dir = pathlib.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
   files.write_atomic(output_dir / 'results.md', table)
   plots.plot_learning_curves(output_dir / 'learning_curves.png', curves)
   log(table)
   return table
+
+
+def _active_units(results, key):
+  """'count / size' of each stochastic layer, or '-' for a run without `key`."""
+  if key not in results:
+    return '-'
+  sizes = [results['latent_dim']]
+  if results.get('top_latent_dim'):
+    sizes.append(results['top_latent_dim'])
+  counts = results.get(f'{key}_per_layer') or [results[key]]
+  return ', '.join(f'{c} / {s}' for c, s in zip(counts, sizes))
+
+
+def _reestimates(workdir):
+  """The run's experiments.evaluate figures (evaluations.jsonl), or '-'."""
+  path = workdir / reevaluate.EVALUATIONS_FILE
+  if not path.exists():
+    return '-'
+  return '; '.join(
+      f'{r["test_nll_iwae"]:.2f} +- {r["test_nll_iwae_stderr"]:.2f} '
+      f'(K={r["iwae_samples"]} x {r["repeats"]}, epoch {r.get("epoch", "?")})'
+      for r in files.read_jsonl(path)) or '-'
