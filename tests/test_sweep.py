@@ -273,27 +273,33 @@ on_host_platform = pytest.mark.skipif(
 
 
 @on_host_platform
-@pytest.mark.parametrize('latent_dims, seeds, name', [
-    ('1,3', '0,1', None),   # members sharded over the devices (4 on 4)
-    ('3', '1', 'latent003_seed1'),  # one member: its batch sharded
-])
-def test_four_devices_give_the_results_of_one(reference, tmp_path, latent_dims,
-                                              seeds, name):
+def test_four_devices_give_the_results_of_one(reference, tmp_path):
+  # The members sharded over the devices (4 on 4), by the binary.
   workdir, rows = reference
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=4')
-  result = run_binary(f'--workdir={tmp_path}', f'--latent_dims={latent_dims}',
-                      f'--seeds={seeds}', '--vectorize', *SMALL_FLAGS, env=env)
+  result = run_binary(f'--workdir={tmp_path}', '--latent_dims=1,3',
+                      '--seeds=0,1', '--vectorize', *SMALL_FLAGS, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'on 4 device(s)' in result.stdout
-  names = [name] if name else [m.name for m in sweep.members_of(FLAGS)]
-  for member in names:
-    assert_close(member_files(tmp_path, member), member_files(workdir, member))
+  for member in sweep.members_of(FLAGS):
+    assert_close(member_files(tmp_path, member.name),
+                 member_files(workdir, member.name))
 
 
-PER_DEVICE_BATCH = r"""
-import re, jax, numpy as np
+# In a process with 4 host devices: the sweep of one member (its batch
+# sharded over the devices) into sys.argv[1], then the per-device batch of
+# the epoch program, for one member and for two.
+ONE_MEMBER_ON_FOUR_DEVICES = r"""
+import re, sys, jax, numpy as np
 from vaejax import config as config_lib, data, sweep, train
+config = config_lib.TrainConfig(
+    workdir=sys.argv[1], dataset='linear_gaussian', likelihood='gaussian',
+    hidden_dims=(16,), batch_size=100, num_epochs=2, eval_iwae_samples=10,
+    progress=False)
+sweep.run(config, sweep.SweepFlags(latent_dims=(3,), seeds=(1,), vectorize=True),
+          log=lambda *_: None)
+print('devices', jax.device_count())
 dataset = data.load('linear_gaussian')
 for latent_dims in ((3,), (1, 3)):
   configs = [config_lib.TrainConfig(
@@ -309,15 +315,22 @@ for latent_dims in ((3,), (1, 3)):
 """
 
 
-def test_one_member_on_four_devices_trains_a_quarter_batch_on_each():
+@on_host_platform
+def test_one_member_on_four_devices_trains_a_quarter_batch_on_each(reference,
+                                                                  tmp_path):
+  workdir, _ = reference
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=4')
-  result = subprocess.run([sys.executable, '-c', PER_DEVICE_BATCH], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=600, env=env)
+  result = subprocess.run(
+      [sys.executable, '-c', ONE_MEMBER_ON_FOUR_DEVICES, str(tmp_path)],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   # One member: its batch of 100 split over the 4 devices. Two members
   # (padded to 4, one per device): each device a whole batch.
-  assert result.stdout.splitlines() == ["1 ['25']", "2 ['100']"], result.stdout
+  assert result.stdout.splitlines()[-3:] == [
+      'devices 4', "1 ['25']", "2 ['100']"], result.stdout
+  assert_close(member_files(tmp_path, 'latent003_seed1'),
+               member_files(workdir, 'latent003_seed1'))
 
 
 def test_resume_after_switching_to_vectorised_rewinds_cleanly(tmp_path):
