@@ -70,9 +70,13 @@ def test_two_layers_active_units_and_re_estimates_have_their_cells(two_runs,
   files.append_jsonl(run / reevaluate.EVALUATIONS_FILE, dict(
       iwae_samples=200, repeats=5, params='final', epoch=2,
       test_nll_iwae=90.123, test_nll_iwae_stderr=0.25))
+  files.append_jsonl(run / reevaluate.EVALUATIONS_FILE, dict(  # an older record
+      iwae_samples=5000, repeats=1, final_epoch=2, test_nll_iwae=89.5,
+      test_nll_iwae_stderr=0.24))
   table = compare.compare([run], tmp_path / 'out', log=lambda _: None)
   cells = [c.strip() for c in table.splitlines()[2].strip('|').split('|')]
-  assert cells[7:] == ['90.12 +- 0.25 (K=200 x 5, epoch 2)', '3 / 4, 1 / 2',
+  assert cells[7:] == ['90.12 +- 0.25 (K=200 x 5, epoch 2); '
+                       '89.50 +- 0.24 (K=5000 x 1, epoch 2)', '3 / 4, 1 / 2',
                        '4 / 4, 0 / 2']
 
 

@@ -86,5 +86,11 @@ def _reestimates(workdir):
     return '-'
   return '; '.join(
       f'{r["test_nll_iwae"]:.2f} +- {r["test_nll_iwae_stderr"]:.2f} '
-      f'(K={r["iwae_samples"]} x {r["repeats"]}, epoch {r.get("epoch", "?")})'
+      f'(K={r["iwae_samples"]} x {r["repeats"]}, epoch {_epoch_of(r)})'
       for r in files.read_jsonl(path)) or '-'
+
+
+def _epoch_of(record):
+  """Whose parameters an evaluations.jsonl record estimated; records written
+  before `--params` existed name it `final_epoch`."""
+  return record.get('epoch', record.get('final_epoch', '?'))
