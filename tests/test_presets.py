@@ -101,7 +101,7 @@ def test_pythae_preset_is_pythaes_setup():
   config, _ = parse_preset('pythae_binarized_mnist.flags')
   assert (config.dataset, config.latent_dim, config.hidden_dims,
           config.activation, config.batch_size, config.num_epochs) == (
-              'binarized_mnist', 40, (400,), 'relu', 100, 500)
+              'binarized_mnist', 40, (400, 400), 'relu', 100, 500)
   # Adam at 1e-4, times 10^(-1/5) after epochs 200 and 350 (1-based).
   expected = 1e-4 * 10 ** (-np.array([0] * 200 + [1] * 150 + [2] * 150) / 5)
   steps_per_epoch = 3
@@ -138,7 +138,7 @@ RECORDED = {
         output_bias='data_mean', adam_b1=0.99, adam_variant='iwae_code'),
     'pythae_binarized_mnist.flags': dict(
         objective='elbo', num_samples=1, optimizer='adam', learning_rate=1e-4,
-        lr_schedule='step', lr_decay_epochs=[200, 350], hidden_dims=[400],
+        lr_schedule='step', lr_decay_epochs=[200, 350], hidden_dims=[400, 400],
         activation='relu', batch_size=100, latent_dim=40,
         kernel_init='pytorch_default', final_model='best_valid'),
 }
