@@ -260,28 +260,33 @@ def test_make_burda_runs_the_six_rows_of_table_1(tmp_path, target, latent_dims):
     assert (r['latent_dim'], r.get('top_latent_dim')) == latent_dims
 
 
-def test_make_burda_ablation_changes_one_flag_at_a_time(tmp_path):
-  calls = make_calls(tmp_path, 'burda_ablation', 'RESULTS_DIR=out')
+@pytest.mark.parametrize('target, num_samples, latent_dims', [
+    ('burda_ablation', '5', ('50', None)),
+    ('burda_two_layer_ablation', '1', ('100', '50'))])
+def test_make_burda_ablation_changes_one_flag_at_a_time(
+    tmp_path, target, num_samples, latent_dims):
+  calls = make_calls(tmp_path, target, 'RESULTS_DIR=out')
   *runs, compare = calls
-  assert compare[:3] == ['-m', 'experiments.compare', '--output_dir=out/burda_ablation']
+  assert compare[:3] == ['-m', 'experiments.compare', f'--output_dir=out/{target}']
   rows = {r['workdir']: r for r in map(flag_values_of, runs)}
   protocol = ('num_validation', 'output_bias', 'adam_b1', 'adam_eps', 'adam_variant')
-  before = {k: rows['out/burda_ablation/before'][k] for k in protocol}
+  before = {k: rows[f'out/{target}/before'][k] for k in protocol}
   assert before == dict(num_validation='10000', output_bias='zero', adam_b1='0.9',
                         adam_eps='1e-4', adam_variant='standard')
   for change in ('num_validation=400', 'output_bias=data_mean', 'adam_b1=0.99',
                  'adam_eps=5e-6', 'adam_variant=iwae_code'):
     flag, value = change.split('=')
-    row = rows[f'out/burda_ablation/{flag}_{value}']
+    row = rows[f'out/{target}/{flag}_{value}']
     assert {k: row[k] for k in protocol} == dict(before, **{flag: value})
   # The preset as it is (the flagfile's values only), then with optax's Adam.
   assert not [a for a in runs[6] if a.lstrip('-').split('=')[0] in protocol]
-  assert {k: rows['out/burda_ablation/preset_with_optax_adam'][k] for k in
+  assert {k: rows[f'out/{target}/preset_with_optax_adam'][k] for k in
           ('adam_variant', 'adam_eps')} == dict(adam_variant='standard',
                                                 adam_eps='5e-6')
   for r in rows.values():
     assert (r['objective'], r['num_samples'], r['num_epochs'],
-            r['eval_iwae_samples']) == ('iwae', '5', '40', '1000')
+            r['eval_iwae_samples']) == ('iwae', num_samples, '40', '1000')
+    assert (r['latent_dim'], r.get('top_latent_dim')) == latent_dims
   assert len(rows) == 8
 
 
