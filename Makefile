@@ -104,19 +104,18 @@ burda: $(STAMP)
 BURDA_BEFORE := --num_validation=10000 --output_bias=zero --adam_b1=0.9 \
   --adam_eps=1e-4 --adam_variant=standard
 BURDA_ABLATION_FLAGS ?= --num_epochs=40 --eval_iwae_samples=1000
+burda_ablation_train = $(BIN)/python -m experiments.train \
+  --flagfile=experiments/flags/$(1).flags $(2) $(MANUAL_DIR_FLAG) $(BURDA_ABLATION_FLAGS)
 define burda_ablation_runs
 for change in before num_validation=400 output_bias=data_mean adam_b1=0.99 \
     adam_eps=5e-6 adam_variant=iwae_code; do \
-  $(BIN)/python -m experiments.train --flagfile=experiments/flags/$(1).flags $(2) \
-    $(MANUAL_DIR_FLAG) $(BURDA_ABLATION_FLAGS) \
+  $(call burda_ablation_train,$(1),$(2)) \
     $(BURDA_BEFORE) $$(test $$change = before || echo --$$change) \
     --workdir=$(3)/$$(echo $$change | tr = _) || exit 1; \
 done
-$(BIN)/python -m experiments.train --flagfile=experiments/flags/$(1).flags $(2) \
-  $(MANUAL_DIR_FLAG) $(BURDA_ABLATION_FLAGS) --workdir=$(3)/preset
-$(BIN)/python -m experiments.train --flagfile=experiments/flags/$(1).flags $(2) \
-  $(MANUAL_DIR_FLAG) $(BURDA_ABLATION_FLAGS) --adam_variant=standard \
-  --adam_eps=5e-6 --workdir=$(3)/preset_with_optax_adam
+$(call burda_ablation_train,$(1),$(2)) --workdir=$(3)/preset
+$(call burda_ablation_train,$(1),$(2)) --adam_variant=standard --adam_eps=5e-6 \
+  --workdir=$(3)/preset_with_optax_adam
 $(BIN)/python -m experiments.compare --output_dir=$(3) \
   --workdirs=$$(ls -d $(3)/*/ | paste -sd, -)
 endef
