@@ -288,14 +288,24 @@ def generating_model(name='linear_gaussian'):
 
 
 def _generate_linear_gaussian(spec):
+  """The generated dataset of `spec`, made once per process (read-only arrays)."""
+  return _generated(spec, jax.config.jax_enable_x64)
+
+
+@functools.lru_cache(maxsize=None)
+def _generated(spec, x64):
+  del x64  # a key only: log p(x) has the dtype of the mode
   model = generating_model(spec.name)
   x = np.asarray(model.sample(jax.random.key(0), sum(spec.sizes)), np.float32)
   num_train, num_valid, _ = spec.sizes
   train, valid, test = np.split(x, [num_train, num_train + num_valid])
   log_marginal = np.asarray(jax.jit(jax.vmap(model.log_marginal))(test))
   shape = (-1, *spec.image_shape)
-  return Dataset(spec, train.reshape(shape), valid.reshape(shape),
-                 test.reshape(shape), test_log_marginal=log_marginal)
+  arrays = [train.reshape(shape), valid.reshape(shape), test.reshape(shape),
+            log_marginal]
+  for a in arrays:  # shared by every load in the process
+    a.flags.writeable = False
+  return Dataset(spec, *arrays[:3], test_log_marginal=arrays[3])
 
 
 _SPLITS = ('train', 'valid', 'test')
