@@ -14,6 +14,8 @@ are those of a fresh compile.
 """
 
 import fcntl
+import hashlib
+import importlib.metadata
 import os
 import pathlib
 import shutil
@@ -97,6 +99,7 @@ def pytest_configure(config):
 # of tests), and the longest first keeps both workers busy to the end
 # instead of leaving one with test_sweep.py while the other has finished.
 _LONGEST_FIRST = ('test_sweep.py', 'test_train.py', 'test_data.py',
+                  'test_real_mnist.py',
                   'test_families_nets.py', 'test_bad_input.py',
                   'test_crash_resume.py', 'test_lock.py', 'test_presets.py',
                   'test_models.py', 'test_readme.py', 'test_nets.py')
@@ -145,24 +148,64 @@ def manual_dir_root():
   return pathlib.Path(root)
 
 
-@pytest.fixture(scope='session')
-def tfds_dirs(tmp_path_factory):
-  """(tfds_data_dir, tfds_manual_dir) for the real datasets, or a skip.
+# Prepared TFDS datasets, shared by every run on this machine: preparing
+# binarized_mnist and mnist from their manual files takes about a minute, the
+# same every time. Under $VAEJAX_TEST_CACHE, else the user's cache directory
+# (never the checkout), in a folder keyed by the TFDS version and the manual
+# files' digests, so new files or a new TFDS prepare afresh; preparing is
+# what a user's first run does, so a fresh machine still tests it.
+_TEST_CACHE_ENV = 'VAEJAX_TEST_CACHE'
+REAL_DATASETS = ('binarized_mnist', 'mnist')
 
-  The data dir is new for the run, so the datasets are prepared from the
-  manual dir exactly as a user's first run does; the test workers share it,
-  and the first one prepares binarized_mnist while the others wait.
+
+def _sha256(path):
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _prepared_data_dir(root):
+  """The shared TFDS data dir for the manual files under `root`."""
+  version = importlib.metadata.version('tensorflow-datasets')
+  key = hashlib.sha256(version.encode())
+  for name in REAL_DATASETS:
+    for path in sorted((root / name).iterdir()):
+      key.update(f'{name}/{path.name}:{_sha256(path)}\n'.encode())
+  cache = os.environ.get(_TEST_CACHE_ENV) or (
+      pathlib.Path(os.environ.get('XDG_CACHE_HOME') or '~/.cache').expanduser()
+      / 'vaejax' / 'tests')
+  data_dir = (pathlib.Path(cache) / f'tfds-{version}-{key.hexdigest()[:16]}'
+              / 'tensorflow_datasets')
+  data_dir.mkdir(parents=True, exist_ok=True)
+  return data_dir
+
+
+def _prepared(name):
+  """(tfds_data_dir, tfds_manual_dir) with `name` prepared, or a skip.
+
+  One process prepares while the others wait (an flock); the data dir is
+  shared by runs (above).
   """
   root = manual_dir_root()
-  if not (root / 'binarized_mnist').is_dir():
+  if not all((root / name).is_dir() for name in REAL_DATASETS):
     pytest.skip(f'no offline dataset files in {root}: set '
                 f'${data.MANUAL_DIR_ENV} to a TFDS manual-dir root')
-  shared = tmp_path_factory.getbasetemp()
-  if os.environ.get('PYTEST_XDIST_WORKER'):
-    shared = shared.parent  # the run's folder, above each worker's
-  data_dir = shared / 'tensorflow_datasets'
-  with open(shared / 'tensorflow_datasets.lock', 'w') as lock:
+  data_dir = _prepared_data_dir(root)
+  with open(data_dir.parent / f'{name}.lock', 'w') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
-    data_dir.mkdir(exist_ok=True)
-    data.load('binarized_mnist', tfds_data_dir=data_dir, tfds_manual_dir=root)
+    data.load(name, tfds_data_dir=data_dir, tfds_manual_dir=root)
   return data_dir, root
+
+
+@pytest.fixture(scope='session')
+def tfds_dirs():
+  """The TFDS dirs with binarized_mnist prepared (`_prepared`)."""
+  return _prepared('binarized_mnist')
+
+
+@pytest.fixture(scope='session')
+def mnist_tfds_dirs():
+  """The TFDS dirs with mnist prepared (`_prepared`)."""
+  return _prepared('mnist')
