@@ -1,58 +1,60 @@
-"""A workdir in use: a second run stops at once, and the first is unchanged.
+"""A workdir in use: a second run stops at once and changes nothing.
 
-That a run killed by SIGKILL leaves no stale lock is shown by
-tests/test_crash_resume.py, whose reruns after each kill would be refused.
+Another process holds `files.WorkdirLock`, as a training run does for its
+whole length (`rundir.RunDir`). That a run killed by SIGKILL leaves no stale
+lock is also shown by tests/test_crash_resume.py, whose reruns after each
+kill would be refused.
 """
 
-import json
+import os
 import pathlib
+import signal
 import subprocess
 import sys
-import time
+
+import pytest
 
 from vaejax import files
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-TIMING_FIELDS = ('epoch_seconds', 'examples_per_second', 'compile_seconds',
-                 'train_seconds')
 FLAGS = ['--dataset=linear_gaussian', '--likelihood=gaussian',
          '--hidden_dims=32', '--batch_size=50', '--num_epochs=6',
-         '--eval_iwae_samples=20', '--latent_dim=2']
-SWEEP_FLAGS = [*FLAGS[:-1], '--latent_dims=1,2', '--seeds=0', '--novectorize']
+         '--eval_iwae_samples=20']
+HOLD = ('import sys\nfrom vaejax import files\n'
+        'lock = files.WorkdirLock(sys.argv[1])\n'
+        "print('held', flush=True)\nsys.stdin.read()\n")
 
 
-def command(binary, workdir, flags=FLAGS):
-  return [sys.executable, '-m', f'experiments.{binary}', f'--workdir={workdir}',
-          *flags]
+@pytest.fixture
+def holder():
+  """hold(workdir): a second process that holds the workdir's lock."""
+  processes = []
+
+  def hold(workdir):
+    workdir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen([sys.executable, '-c', HOLD, str(workdir)],
+                               cwd=REPO_ROOT, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    processes.append(process)
+    assert process.stdout.readline() == 'held\n'
+    return process
+
+  yield hold
+  for process in processes:
+    process.kill()
+    process.wait()
 
 
-def start(binary, workdir, flags=FLAGS):
-  return subprocess.Popen(command(binary, workdir, flags), cwd=REPO_ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)
+def snapshot(folder):
+  """Every file under `folder` with its bytes and modification time."""
+  return {p: (p.read_bytes(), p.stat().st_mtime_ns)
+          for p in sorted(folder.rglob('*')) if p.is_file()}
 
 
-def run(binary, workdir, flags=FLAGS):
-  return subprocess.run(command(binary, workdir, flags), cwd=REPO_ROOT,
-                        capture_output=True, text=True, timeout=300)
-
-
-def wait_for(condition, process):
-  while not condition():
-    assert process.poll() is None, process.stderr.read()[-3000:]
-    time.sleep(0.01)
-
-
-def held(lock_dir):
-  lock = lock_dir / '.lock'
-  return lock.exists() and lock.read_text().startswith('process ')
-
-
-def outputs(workdir):
-  metrics = [{k: v for k, v in r.items() if k not in TIMING_FIELDS}
-             for r in files.read_jsonl(workdir / 'metrics.jsonl')]
-  results = json.loads((workdir / 'results.json').read_text())
-  return metrics, {k: v for k, v in results.items() if k not in TIMING_FIELDS}
+def run(binary, workdir, flags):
+  return subprocess.run(
+      [sys.executable, '-m', f'experiments.{binary}', f'--workdir={workdir}',
+       *flags], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
 
 
 def assert_refused_naming(result, process, workdir):
@@ -63,29 +65,42 @@ def assert_refused_naming(result, process, workdir):
                              f'process {process.pid} on '), lines[0]
 
 
-def test_a_second_run_in_a_workdir_in_use_stops_and_the_first_is_unchanged(
-    tmp_path):
+def test_the_lock_is_exclusive_names_its_holder_and_ends_with_it(tmp_path, holder):
   workdir = tmp_path / 'run'
-  first = start('train', workdir)
-  wait_for(lambda: held(workdir), first)
-  # The same command again, while the first trains.
-  assert_refused_naming(run('train', workdir), first, workdir)
-  assert first.wait(timeout=300) == 0, first.stderr.read()[-3000:]
-  assert not held(workdir)
-  alone = tmp_path / 'alone'
-  assert run('train', alone).returncode == 0
-  assert outputs(workdir) == outputs(alone)  # every epoch once, same numbers
+  process = holder(workdir)
+  with pytest.raises(files.InUseError,
+                     match=f'in use by process {process.pid} on .*: wait for'):
+    files.WorkdirLock(workdir)
+  # SIGKILL: the kernel releases the lock, and the next run takes it.
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  lock = files.WorkdirLock(workdir)
+  assert (workdir / '.lock').read_text() == f'process {os.getpid()} on ' + (
+      os.uname().nodename)
+  lock.release()
+  assert (workdir / '.lock').read_text() == ''
+  files.WorkdirLock(workdir).release()  # released: taken again
 
 
-def test_a_sweep_holds_its_members_folders(tmp_path):
+def test_a_run_in_a_workdir_in_use_stops_at_once_and_changes_nothing(
+    tmp_path, holder):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'metrics.jsonl').write_text('{"epoch": 1}\n')
+  (workdir / 'config.json').write_text('{}\n')
+  process = holder(workdir)
+  before = snapshot(workdir)
+  assert_refused_naming(run('train', workdir, [*FLAGS, '--latent_dim=2']),
+                        process, workdir)
+  assert snapshot(workdir) == before
+
+
+def test_a_sweep_locks_every_member_before_it_trains(tmp_path, holder):
   workdir = tmp_path / 'sweep'
-  sweep = start('sweep', workdir, SWEEP_FLAGS)
-  member = workdir / 'latent001_seed0'
-  wait_for(lambda: held(member), sweep)
-  # The same sweep again, and the train binary on one of its members.
-  assert_refused_naming(run('sweep', workdir, SWEEP_FLAGS), sweep, member)
-  member_flags = [f for f in FLAGS if not f.startswith('--latent_dim')]
-  assert_refused_naming(run('train', member, [*member_flags, '--latent_dim=1']),
-                        sweep, member)
-  assert sweep.wait(timeout=300) == 0, sweep.stderr.read()[-3000:]
-  assert (member / 'results.json').exists()
+  second = workdir / 'latent002_seed0'
+  process = holder(second)
+  flags = [*FLAGS, '--latent_dims=1,2', '--seeds=0', '--novectorize']
+  assert_refused_naming(run('sweep', workdir, flags), process, second)
+  first = workdir / 'latent001_seed0'
+  assert not (first / 'metrics.jsonl').exists()  # refused before training
+  files.WorkdirLock(first).release()  # and the first member's lock released
