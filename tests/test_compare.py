@@ -10,8 +10,10 @@ import pytest
 from vaejax import compare
 from vaejax import config as config_lib
 from vaejax import files
+from vaejax import plots
 from vaejax import reevaluate
 from vaejax import train
+import pngs  # pylint: disable=g-bad-import-order
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -52,7 +54,9 @@ def test_table_holds_each_runs_results_and_the_plot_is_written(two_runs,
     assert cells[8] == f'{results["active_units"]} / 4'
     assert cells[9] == f'{results["active_units_train500"]} / 4'
   assert (tmp_path / 'results.md').read_text() == table
-  assert (tmp_path / 'learning_curves.png').stat().st_size > 0
+  # Each run's curves in its colour.
+  pngs.assert_figure(tmp_path / 'learning_curves.png', (7.0, 4.0),
+                     plots._colors(2))  # pylint: disable=protected-access
 
 
 def test_two_layers_active_units_and_re_estimates_have_their_cells(two_runs,

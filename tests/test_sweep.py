@@ -26,6 +26,7 @@ from vaejax import plots
 from vaejax import sweep
 from vaejax import train
 import kill  # pylint: disable=g-bad-import-order
+import pngs  # pylint: disable=g-bad-import-order
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 TIMING_FIELDS = ('epoch_seconds', 'examples_per_second', 'compile_seconds',
@@ -33,6 +34,8 @@ TIMING_FIELDS = ('epoch_seconds', 'examples_per_second', 'compile_seconds',
 FLAGS = sweep.SweepFlags(latent_dims=(1, 3), seeds=(0, 1), vectorize=True)
 # Float tolerance between differently batched programs.
 RTOL = 2e-5
+# plots.plot_by_latent_dim's NLL and -ELBO bars: matplotlib's first colours.
+NLL_AND_ELBO_COLOURS = ((0.122, 0.467, 0.706), (1.0, 0.498, 0.055))
 
 
 def base_config(workdir, **overrides):
@@ -190,9 +193,15 @@ def test_outputs_of_a_sweep(reference):
   elbos = [members[f'latent003_seed{s}']['test_elbo'] for s in (0, 1)]
   assert abs(float(row[1]) - (elbos[0] + elbos[1]) / 2) <= 0.005 + 1e-9
   assert abs(float(row[2]) - abs(elbos[0] - elbos[1]) / np.sqrt(2)) <= 0.005 + 1e-9
-  for name in ('bound_vs_examples.png', 'nll_and_active_units.png',
-               'samples_by_latent_dim.png'):
-    assert (workdir / name).stat().st_size > 1000, name
+  # The figures: each latent size's curve in its colour; the bound and the
+  # active units in two panels; each size's samples in a panel of its own.
+  pngs.assert_figure(workdir / 'bound_vs_examples.png', (6.0, 4.0),
+                     plots._colors(2))  # pylint: disable=protected-access
+  pngs.assert_figure(workdir / 'nll_and_active_units.png', (10.0, 4.0),
+                     NLL_AND_ELBO_COLOURS)
+  samples = pngs.assert_figure(workdir / 'samples_by_latent_dim.png', (4.8, 2.7))
+  for panel in np.split(samples[..., :3], 2, axis=1):
+    assert np.ptp(panel) > 0.3  # an image, not an empty panel
 
 
 def test_vectorised_members_are_evaluated_at_their_best_epochs(tmp_path):
@@ -272,39 +281,25 @@ on_host_platform = pytest.mark.skipif(
     reason='compares CPU host devices with a reference run on another backend')
 
 
-@on_host_platform
-def test_four_devices_give_the_results_of_one(reference, tmp_path):
-  # The members sharded over the devices (4 on 4), by the binary.
-  workdir, rows = reference
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=4')
-  result = run_binary(f'--workdir={tmp_path}', '--latent_dims=1,3',
-                      '--seeds=0,1', '--vectorize', *SMALL_FLAGS, env=env)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'on 4 device(s)' in result.stdout
-  for member in sweep.members_of(FLAGS):
-    assert_close(member_files(tmp_path, member.name),
-                 member_files(workdir, member.name))
-
-
-# In a process with 4 host devices: the sweep of one member (its batch
-# sharded over the devices) into sys.argv[1], then the per-device batch of
-# the epoch program, for one member and for two.
-ONE_MEMBER_ON_FOUR_DEVICES = r"""
+# In one process with 4 host devices: the sweep of FLAGS (its members
+# sharded over the devices, 4 on 4) into sys.argv[1]; the sweep of one member
+# (its batch sharded over the devices) into sys.argv[2]; then the per-device
+# batch of the epoch program, for one member and for two.
+FOUR_DEVICES = r"""
 import re, sys, jax, numpy as np
 from vaejax import config as config_lib, data, sweep, train
-config = config_lib.TrainConfig(
-    workdir=sys.argv[1], dataset='linear_gaussian', likelihood='gaussian',
-    hidden_dims=(16,), batch_size=100, num_epochs=2, eval_iwae_samples=10,
-    progress=False)
-sweep.run(config, sweep.SweepFlags(latent_dims=(3,), seeds=(1,), vectorize=True),
-          log=lambda *_: None)
-print('devices', jax.device_count())
+def config(workdir, latent_dim=2):
+  return config_lib.TrainConfig(
+      workdir=workdir, dataset='linear_gaussian', likelihood='gaussian',
+      hidden_dims=(16,), batch_size=100, num_epochs=2, eval_iwae_samples=10,
+      latent_dim=latent_dim, progress=False)
+sweep.run(config(sys.argv[1]), sweep.SweepFlags(latent_dims=(1, 3), seeds=(0, 1),
+                                                vectorize=True), log=print)
+sweep.run(config(sys.argv[2]), sweep.SweepFlags(latent_dims=(3,), seeds=(1,),
+                                                vectorize=True), log=print)
 dataset = data.load('linear_gaussian')
 for latent_dims in ((3,), (1, 3)):
-  configs = [config_lib.TrainConfig(
-      workdir='unused', dataset='linear_gaussian', likelihood='gaussian',
-      hidden_dims=(16,), batch_size=100, latent_dim=k) for k in latent_dims]
+  configs = [config('unused', k) for k in latent_dims]
   states = [jax.tree.map(np.asarray, train.initial_state(c, 20)[2])
             for c in configs]
   text = sweep.VectorizedMembers(configs, states, dataset).epoch_program.as_text()
@@ -316,20 +311,25 @@ for latent_dims in ((3,), (1, 3)):
 
 
 @on_host_platform
-def test_one_member_on_four_devices_trains_a_quarter_batch_on_each(reference,
-                                                                  tmp_path):
+def test_four_devices_give_the_results_of_one(reference, tmp_path):
   workdir, _ = reference
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  four, one = tmp_path / 'four_members', tmp_path / 'one_member'
   result = subprocess.run(
-      [sys.executable, '-c', ONE_MEMBER_ON_FOUR_DEVICES, str(tmp_path)],
+      [sys.executable, '-c', FOUR_DEVICES, str(four), str(one)],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
-  # One member: its batch of 100 split over the 4 devices. Two members
-  # (padded to 4, one per device): each device a whole batch.
-  assert result.stdout.splitlines()[-3:] == [
-      'devices 4', "1 ['25']", "2 ['100']"], result.stdout
-  assert_close(member_files(tmp_path, 'latent003_seed1'),
+  assert 'on 4 device(s)' in result.stdout
+  for member in sweep.members_of(FLAGS):
+    assert_close(member_files(four, member.name),
+                 member_files(workdir, member.name))
+  # One member: its batch of 100 split over the 4 devices, and the results
+  # of one device. Two members (padded to 4, one per device): each device a
+  # whole batch.
+  assert result.stdout.splitlines()[-2:] == ["1 ['25']", "2 ['100']"], (
+      result.stdout)
+  assert_close(member_files(one, 'latent003_seed1'),
                member_files(workdir, 'latent003_seed1'))
 
 
@@ -393,27 +393,32 @@ def test_two_processes_give_the_results_of_one(reference, tmp_path):
                  member_files(workdir, member.name))
 
 
+@pytest.mark.parametrize('backend, vectorize, expected', [
+    ('cpu', None, False), ('gpu', None, True), ('tpu', None, True),
+    ('cpu', True, True), ('gpu', False, False),
+])
+def test_unset_vectorize_means_vectorized_on_accelerators_only(
+    monkeypatch, backend, vectorize, expected):
+  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+  flags = dataclasses.replace(FLAGS, vectorize=vectorize)
+  assert sweep.members.vectorizes(flags) is expected
+
+
 class Chosen(Exception):
   pass
 
 
-@pytest.mark.parametrize('backend, vectorize, expected', [
-    ('cpu', None, 'one after another'), ('gpu', None, 'vectorised'),
-    ('tpu', None, 'vectorised'), ('cpu', True, 'vectorised'),
-    ('gpu', False, 'one after another'),
-])
-def test_unset_vectorize_means_vectorized_on_accelerators_only(
-    tmp_path, monkeypatch, backend, vectorize, expected):
+def test_the_sweep_trains_as_vectorizes_says(tmp_path, monkeypatch):
   def chosen(name):
     def record(*_):
       raise Chosen(name)
     return record
 
-  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+  monkeypatch.setattr(sweep.members, 'vectorizes', lambda flags: True)
   monkeypatch.setattr(sweep.driver, '_train_vectorized', chosen('vectorised'))
   monkeypatch.setattr(train, 'train_loaded', chosen('one after another'))
-  with pytest.raises(Chosen, match=expected):
-    run_sweep(tmp_path, dataclasses.replace(FLAGS, vectorize=vectorize))
+  with pytest.raises(Chosen, match='vectorised'):
+    run_sweep(tmp_path, dataclasses.replace(FLAGS, vectorize=False))
 
 
 def test_a_workdir_of_another_sweep_is_refused(reference):
@@ -472,7 +477,8 @@ def test_a_sweep_of_the_top_layer_size(tmp_path, monkeypatch):
   assert '| 3 | 1 | -12.00 | 11.50 | 2.00 / 3.00 |' in markdown
   with open(tmp_path / 'results.csv') as f:
     assert [r['top_latent_dim'] for r in csv.DictReader(f)] == ['1', '3']
-  assert (tmp_path / 'nll_and_active_units.png').stat().st_size > 0
+  pngs.assert_figure(tmp_path / 'nll_and_active_units.png', (10.0, 4.0),
+                     NLL_AND_ELBO_COLOURS)
   with pytest.raises(config_lib.ConfigError,
                      match=r'--top_latent_dims \(\[1, 3\] there, \[1, 4\] now'):
     run_sweep(tmp_path, dataclasses.replace(flags, top_latent_dims=(1, 4)),
