@@ -3,8 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import vaejax
+from vaejax import config as config_lib
 from vaejax import evaluation
 
 
@@ -37,3 +39,51 @@ def test_active_units_and_kl_per_dimension_match_the_closed_forms():
   stderr = 0.5 * np.sqrt(2) * (1 - v) / np.sqrt(len(x))
   np.testing.assert_array_less(np.abs(kl_per_dim - (-0.5 * np.log(v))),
                                5 * stderr + 1e-5)
+
+
+class Shifted:
+  """The exact model with its encoder moved off the exact posterior."""
+
+  def __init__(self, model):
+    self.model = model
+
+  def encode(self, x):
+    mean, log_var = self.model.encode(x)
+    return mean + 0.3, log_var - 0.5
+
+  def log_likelihood(self, x, z):
+    return self.model.log_likelihood(x, z)
+
+
+def test_a_runs_final_figures_of_the_exact_model_are_its_true_nll():
+  # What a run reports (results_of over make_final_evaluation) on a
+  # linear-Gaussian model whose log p(x) is analytic: with the exact
+  # posterior every draw's weight is p(x), so the ELBO and the IWAE bound
+  # are the true NLL; off it, truth < IWAE NLL < -ELBO, each gap many
+  # standard errors.
+  model = vaejax.make_linear_gaussian(jax.random.key(0), 6, 2)
+  x = model.sample(jax.random.key(1), 500)
+  log_marginal = np.asarray(jax.vmap(model.log_marginal)(x))
+  config = config_lib.TrainConfig(workdir='unused', latent_dim=2,
+                                  eval_iwae_samples=50)
+
+  def results(model_fn):
+    final = jax.jit(evaluation.make_final_evaluation(
+        model_fn, batch_size=100, iwae_samples=50, iwae_chunk_size=1000))(
+            model, x, x[:100], jax.random.key(2), jax.random.key(3))
+    final = jax.tree.map(np.asarray, final)
+    return evaluation.results_of(config, final, log_marginal), final['bounds']
+
+  exact, _ = results(lambda p: p)
+  truth = -log_marginal.mean()
+  assert exact['test_nll_true'] == pytest.approx(truth, rel=1e-6)
+  assert exact['test_nll_iwae'] == pytest.approx(truth, rel=1e-5)
+  # The test ELBO's E_q log p(x|z) is one draw per example (its KL is in
+  # closed form): its mean over 500 examples is the truth to about 0.05 nats.
+  assert abs(-exact['test_elbo'] - truth) < 0.2
+  shifted, bounds = results(Shifted)
+  assert shifted['test_nll_true'] == exact['test_nll_true']
+  gaps = log_marginal - bounds  # paired, per example
+  assert gaps.mean() > 5 * gaps.std() / np.sqrt(len(gaps))
+  assert shifted['test_nll_iwae'] == pytest.approx(truth + gaps.mean(), rel=1e-5)
+  assert shifted['test_nll_iwae'] < -shifted['test_elbo'] - 1.0

@@ -46,10 +46,3 @@ def test_data_streams_follow_the_data_seed_alone():
     assert key_bytes(getattr(a, name)) == key_bytes(getattr(c, name))
     assert key_bytes(getattr(a, name)) != key_bytes(getattr(b, name))
 
-
-def test_no_seed_gives_a_run_the_evaluation_binarization_key():
-  fixed = {key_bytes(rng.eval_binarize_key(i)) for i in (0, 1)}
-  for seed in range(300):
-    keys = keys_of(seed, seed)
-    assert not fixed & {key_bytes(getattr(keys, f.name))
-                        for f in keys.__dataclass_fields__.values()}

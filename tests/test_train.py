@@ -261,19 +261,6 @@ def test_data_mean_output_bias_starts_the_decoder_at_the_data(
   assert not np.any(bias.get_value())
 
 
-def test_iwae_nll_approaches_the_true_nll(tmp_path):
-  config = small_config(tmp_path, hidden_dims=(64,), num_epochs=60,
-                        learning_rate=3e-3, eval_iwae_samples=500)
-  results = train.train_and_evaluate(config)
-  gap = results['test_nll_iwae'] - results['test_nll_true']
-  elbo_gap = -results['test_elbo'] - results['test_nll_true']
-  # Within 0.6 nats (about 1%) of the truth on 64-dimensional data after 60
-  # short epochs (0.37 seen), and closer than the ELBO; a finite-K estimate of
-  # a fitted model does not beat the truth by more than noise.
-  assert -0.2 < gap < 0.6, results
-  assert gap < elbo_gap
-
-
 def exact_model():
   return vaejax.make_linear_gaussian(jax.random.key(0), 6, 2)
 
