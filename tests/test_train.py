@@ -105,18 +105,30 @@ def uninterrupted(tmp_path_factory):
   return results, files.read_jsonl(workdir / 'metrics.jsonl')
 
 
-@pytest.mark.parametrize('when', ['after checkpoint 2', 'before checkpoint 3'])
+@pytest.mark.parametrize('when', ['after checkpoint 2', 'before checkpoint 3',
+                                  'every 2 epochs, before checkpoint 4'])
 def test_resume_gives_the_results_of_an_uninterrupted_run(tmp_path, when,
                                                           uninterrupted):
   reference, reference_metrics = uninterrupted
 
   config = small_config(tmp_path / 'resumed')
   # Before checkpoint 3: metrics line 3 is written, its checkpoint not.
-  with (kill.at_checkpoint(after=lambda epoch: epoch == 2)
-        if when == 'after checkpoint 2' else
-        kill.at_checkpoint(before=lambda epoch: epoch == 3)):
-    train.train_and_evaluate(config)
+  # Every 2 epochs: lines 1 to 4 are written, the checkpoint of epoch 2
+  # alone; the run goes back to it and trains epochs 3 and 4 again (with
+  # checkpoints every epoch now: the interval is not part of the results).
+  if when == 'after checkpoint 2':
+    killed = kill.at_checkpoint(after=lambda epoch: epoch == 2)
+  else:
+    killed = kill.at_checkpoint(before=lambda epoch: epoch == int(when[-1]))
+  with killed:
+    train.train_and_evaluate(dataclasses.replace(
+        config, checkpoint_every=2 if when.startswith('every') else 1))
+  checkpoints = lambda: sorted(
+      int(p.name) for p in (tmp_path / 'resumed' / 'checkpoints').glob('[0-9]*'))
+  assert checkpoints() == ([2] if when.startswith('every') else [1, 2])
   resumed = train.train_and_evaluate(config)
+  if when.startswith('every'):
+    assert checkpoints() == [2, 3, 4]
 
   metrics = files.read_jsonl(tmp_path / 'resumed' / 'metrics.jsonl')
   assert [r['epoch'] for r in metrics] == [1, 2, 3, 4]

@@ -161,6 +161,10 @@ class TrainConfig:
       1 << 16, 'Examples x samples evaluated at once by the IWAE estimate; '
       'bounds memory whatever K (memory only, not results when K fits).')
   checkpoints_to_keep: int = _field(3, 'Checkpoints kept in the workdir.')
+  checkpoint_every: int = _field(
+      1, 'Checkpoint every N epochs, and always the last; a resumed run goes '
+      'back to the last checkpoint (later epochs train again, to the same '
+      'numbers).')
   final_model: str = _field(
       'last', 'The parameters the final evaluation (results.json, images) '
       'uses: last, the last epoch\'s; or best_valid, those of the epoch with '
@@ -183,7 +187,7 @@ BUILT_IN_ARCHITECTURES = ('mlp', 'conv', 'linear')
 # Fields that do not change what a run computes: a resumed run may differ here.
 NON_SEMANTIC_FIELDS = frozenset({
     'workdir', 'tfds_data_dir', 'tfds_manual_dir', 'progress',
-    'eval_batch_size', 'iwae_chunk_size',
+    'eval_batch_size', 'iwae_chunk_size', 'checkpoint_every',
     # A run stopped by a non-finite step resumes with it turned on.
     'skip_nonfinite_updates'})
 
@@ -348,6 +352,7 @@ def validate(config):
   _check_positive('eval_iwae_samples', c.eval_iwae_samples)
   _check_positive('iwae_chunk_size', c.iwae_chunk_size)
   _check_positive('checkpoints_to_keep', c.checkpoints_to_keep)
+  _check_positive('checkpoint_every', c.checkpoint_every)
   _check_positive('learning_rate', c.learning_rate)
   _check_positive('adam_eps', c.adam_eps)
   for name in ('adam_b1', 'adam_b2'):

@@ -95,7 +95,7 @@ def run_epochs(trainer, run_dirs, start_epoch, progress):
 
   After each epoch: a non-finite step stops the run (`rundir.check_finite`),
   then each member's validation and test ELBO are recorded in its
-  metrics.jsonl and its state is checkpointed.
+  metrics.jsonl and its state is checkpointed (`rundir.RunDir.end_epoch`).
   """
   configs = trainer.configs
   for epoch in range(start_epoch, configs[0].num_epochs):
@@ -105,7 +105,7 @@ def run_epochs(trainer, run_dirs, start_epoch, progress):
     for config, run_dir, member_stats in zip(configs, run_dirs, stats):
       where = f' in member {run_dir.name}' if len(configs) > 1 else ''
       rundir.check_finite(member_stats, epoch, where,
-                          config.skip_nonfinite_updates)
+                          config.skip_nonfinite_updates, run_dir.latest_epoch())
     valid, test = trainer.evaluate('valid'), trainer.evaluate('test')
     records = [
         rundir.epoch_record(config, epoch, member_stats, epoch_seconds,

@@ -117,7 +117,11 @@ class RunDir:
     return self.latest_epoch(), state['params']
 
   def end_epoch(self, record, state):
-    """Appends the epoch's metrics, then checkpoints `state`."""
+    """Appends the epoch's metrics, then checkpoints `state`.
+
+    Every `checkpoint_every` epochs and at the last; a run killed between
+    checkpoints resumes from the last one (`restore`).
+    """
     files.append_jsonl(self.metrics_path, record)
     if files.is_primary():
       if self._writer is None:
@@ -137,7 +141,9 @@ class RunDir:
         # trainer's arrays may be donated to its next epoch
         self._best = (record['epoch'], record['valid_elbo'], params)
       state = {**state, 'best_params': self._best[2]}
-    self._checkpointer.save(record['epoch'], state)  # by every process
+    epoch = record['epoch']
+    if epoch % self.config.checkpoint_every == 0 or epoch == self.config.num_epochs:
+      self._checkpointer.save(epoch, state)  # by every process
 
   def metrics(self):
     return files.read_jsonl(self.metrics_path)
@@ -157,16 +163,17 @@ def _tensorboard_writer(workdir):
   return tensorboardX.SummaryWriter(str(workdir / 'tensorboard'))
 
 
-def check_finite(stats, epoch, where, skip):
+def check_finite(stats, epoch, where, skip, checkpoint_epoch):
   """Raises `TrainingError` if a step of the epoch was not finite.
 
-  `stats` is the epoch's {'loss', 'finite'} on the host. Unless `skip`
+  `stats` is the epoch's {'loss', 'finite'} on the host, `epoch` 0-based,
+  `checkpoint_epoch` the run's latest checkpoint (0: none). Unless `skip`
   (--skip_nonfinite_updates, where such steps were skipped), the error names
   the epoch and the first such step; with it, only an epoch none of whose
   steps was finite stops the run.
   """
   finite = np.asarray(stats['finite'])
-  kept = f'the last good checkpoint (epoch {epoch or "none"}) is kept'
+  kept = f'the last good checkpoint (epoch {checkpoint_epoch or "none"}) is kept'
   if skip and not finite.any():
     raise TrainingError(f'no step of epoch {epoch + 1}{where} had a finite '
                         f'loss and gradients: training stopped; {kept}')
