@@ -57,13 +57,15 @@ def _latent_blocks(small_shape, large_shape, latent_dim, max_latent_dim):
 def embed_latents(tree, like, latent_dim, max_latent_dim):
   """Places a `latent_dim` model's arrays into `max_latent_dim` shapes, zeros elsewhere.
 
+  `like`: the padded tree, or its shapes (`jax.ShapeDtypeStruct`s).
+
   Works on any tree whose leaves mirror the parameters (the parameters, the
   optimizer state): axes of size k become L, axes of size 2k (the encoder's
   mean and log-variance) become 2L with the halves at 0 and L.
   """
 
-  def place(small, large):
-    out = jnp.zeros_like(large)
+  def place(small, large):  # `large` may be a jax.ShapeDtypeStruct
+    out = jnp.zeros(jnp.shape(large), large.dtype)
     for src, dst in _latent_blocks(jnp.shape(small), jnp.shape(large),
                                    latent_dim, max_latent_dim):
       out = out.at[dst].set(jnp.asarray(small)[src])

@@ -75,9 +75,9 @@ class VectorizedMembers:
     self.max_latent = max(c.latent_dim for c in configs)
     self.steps_per_epoch = step_lib.steps_per_epoch(len(dataset.train),
                                                     base.batch_size)
-    graphdef, optimizer, padded_like = train.initial_state(
+    graphdef, optimizer, padded_like = train.state_shapes(
         dataclasses.replace(base, latent_dim=self.max_latent),
-        self.steps_per_epoch, dataset.train)
+        self.steps_per_epoch)
     self._standalone = states
     self._member_states = None
     self.keys = [rng.RunKeys.of(c) for c in configs]
@@ -206,4 +206,4 @@ class VectorizedMembers:
 
 @functools.lru_cache(maxsize=64)
 def _graphdef(config):
-  return nnx.split(models.build_model(config, jax.random.key(0)), nnx.Param)[0]
+  return models.graphdef_of(config)
