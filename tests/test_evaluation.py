@@ -4,10 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 import vaejax
 from vaejax import config as config_lib
+from vaejax import distributions
 from vaejax import evaluation
+from vaejax import plots
 
 
 def exact_model_with_column_norms(norms, data_dim=12, noise_std=0.5):
@@ -87,3 +90,62 @@ def test_a_runs_final_figures_of_the_exact_model_are_its_true_nll():
   assert gaps.mean() > 5 * gaps.std() / np.sqrt(len(gaps))
   assert shifted['test_nll_iwae'] == pytest.approx(truth + gaps.mean(), rel=1e-5)
   assert shifted['test_nll_iwae'] < -shifted['test_elbo'] - 1.0
+
+
+class Identity2D:
+  """A 2-D model whose image of z is z itself: manifold.png shows the grid."""
+
+  def __init__(self, prior):
+    self._prior = prior
+
+  def prior(self):
+    return self._prior
+
+  def encode(self, x):
+    return jnp.reshape(x, (2,)), jnp.zeros(2)
+
+  def log_likelihood(self, x, z):
+    return -jnp.sum((jnp.reshape(x, (2,)) - z) ** 2)
+
+  def mean_image(self, z):
+    return jnp.reshape(z, (1, 2, 1))
+
+
+def manifold_of(model, monkeypatch, tmp_path):
+  """(the `[400, 2]` latents manifold.png decodes, its title)."""
+  saved = {}
+  monkeypatch.setattr(
+      plots, 'save_grid',
+      lambda path, images, num_cols, **kw: saved.update(
+          {path.name: (np.asarray(images).reshape(-1, 2), kw.get('title'))}))
+  evaluation.save_images(tmp_path, model, jnp.zeros((16, 1, 2, 1)),
+                         jax.random.key(0), 2, (0.0, 1.0))
+  return saved['manifold.png']
+
+
+def test_the_manifold_grids_the_models_own_prior(monkeypatch, tmp_path):
+  # Each axis at the prior marginal's quantiles (i + 0.5) / 20, i = 0..19.
+  quantiles = scipy.stats.norm.ppf((np.arange(20) + 0.5) / 20)
+  z, title = manifold_of(Identity2D(distributions.StandardNormal(2)),
+                         monkeypatch, tmp_path)
+  np.testing.assert_allclose(np.unique(z[:, 0]), quantiles, rtol=1e-5)
+  assert 'N(0, I)' in title
+  # A learned diagonal prior: its own quantiles, m + s Phi^-1(q).
+  mean, std = np.array([3.0, -2.0]), np.array([0.5, 2.0])
+  learned = distributions.DiagonalGaussian(jnp.asarray(mean),
+                                           jnp.asarray(2 * np.log(std)))
+  z, title = manifold_of(Identity2D(learned), monkeypatch, tmp_path)
+  for axis in (0, 1):
+    np.testing.assert_allclose(np.unique(z[:, axis]),
+                               mean[axis] + std[axis] * quantiles, rtol=1e-5)
+  assert 'prior quantiles' in title
+  # A mixture (a VampPrior): no closed-form quantiles; those of its draws.
+  # Two components at -4 and 4 on the first axis: no grid point near 0,
+  # where N(0, I)'s would be densest.
+  mixture = distributions.MixtureOfDiagonalGaussians.uniform(
+      jnp.array([[-4.0, 0.0], [4.0, 0.0]]), jnp.full((2, 2), np.log(0.25)))
+  z, title = manifold_of(Identity2D(mixture), monkeypatch, tmp_path)
+  first = np.unique(z[:, 0])
+  assert len(first) == 20 and np.min(np.abs(first)) > 2.0
+  assert np.sum(first < 0) == np.sum(first > 0) == 10
+  assert 'prior draws' in title

@@ -231,6 +231,9 @@ def results_of(config, final, test_log_marginal=None):
 def save_images(path, model, test_x, samples_key, latent_dim, value_range):
   """reconstructions.png, samples.png (and manifold.png for 2-D z) in `path`.
 
+  manifold.png decodes a grid of the model's own prior (`manifold_latents`),
+  named in its title.
+
   Needs the model's `mean_image(z)` (E[x|z]), as `nets.VAE` has; a model
   without it gets no images.
   """
@@ -248,4 +251,37 @@ def save_images(path, model, test_x, samples_key, latent_dim, value_range):
   z = nets.prior_draws(model, samples_key, 64, latent_dim)
   save(path / 'samples.png', decode(z), num_cols=8)
   if latent_dim == 2:
-    save(path / 'manifold.png', decode(plots.manifold_latents(20)), num_cols=20)
+    z, grid = manifold_latents(model, samples_key, 20)
+    save(path / 'manifold.png', decode(z), num_cols=20,
+         title=f'E[x|z], z at {grid}')
+
+
+# Draws of the prior whose marginal quantiles grid manifold.png where the
+# prior has none in closed form (a mixture; z_1 of several layers).
+MANIFOLD_PRIOR_DRAWS = 10_000
+
+
+def manifold_latents(model, key, num_per_side):
+  """(`[n * n, 2]` latents, what they are): the 2-D grid of manifold.png.
+
+  Each axis at the quantiles (i + 0.5) / n of the model's own prior's
+  marginal, so that equal areas of the grid carry equal prior mass: for
+  N(0, I) (or no `prior`) Phi^-1 (Kingma & Welling, Fig. 4); for a diagonal
+  Gaussian m + s Phi^-1; otherwise (a VampPrior's mixture, z_1 of a
+  two-layer model) the quantiles of `MANIFOLD_PRIOR_DRAWS` draws from `key`.
+  """
+  q = plots.manifold_quantiles(num_per_side)
+  p = model.prior() if hasattr(model, 'prior') else None
+  if getattr(model, 'latent_layers', 1) == 1 and (
+      p is None or isinstance(p, distributions.StandardNormal)):
+    return plots.manifold_latents(num_per_side), 'N(0, I) quantiles'
+  if getattr(model, 'latent_layers', 1) == 1 and isinstance(
+      p, distributions.DiagonalGaussian):
+    coords = (p.mean[None] + jnp.exp(0.5 * p.log_var)[None]
+              * jax.scipy.special.ndtri(q)[:, None])  # [n, 2]
+    return plots.grid_of(coords[:, 0], coords[:, 1]), 'prior quantiles'
+  draws = nets.prior_draws(model, jax.random.fold_in(key, 1),
+                           MANIFOLD_PRIOR_DRAWS, 2)
+  coords = jnp.quantile(draws, q, axis=0)
+  return (plots.grid_of(coords[:, 0], coords[:, 1]),
+          f'quantiles of {MANIFOLD_PRIOR_DRAWS:,} prior draws')

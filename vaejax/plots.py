@@ -25,16 +25,33 @@ def image_grid(images, num_cols):
   return grid
 
 
-def save_grid(path, images, num_cols, *, value_range=(0.0, 1.0)):
-  """Writes an image grid as a PNG; values are clipped to `value_range`."""
-  from matplotlib import image as mpl_image  # pylint: disable=g-import-not-at-top
+def save_grid(path, images, num_cols, *, value_range=(0.0, 1.0), title=None):
+  """Writes an image grid as a PNG; values are clipped to `value_range`.
+
+  One pixel per pixel; with a `title`, the grid is drawn under it at the
+  same scale (on a canvas at least 240 pixels wide, for the title).
+  """
   low, high = value_range
   grid = (np.clip(image_grid(images, num_cols), low, high) - low) / max(
       high - low, np.finfo(np.float32).tiny)
-  if grid.shape[-1] == 3:
-    mpl_image.imsave(path, grid)
-  else:  # Grey levels; of other channel counts, the first channel.
-    mpl_image.imsave(path, grid[..., 0], cmap='gray', vmin=0.0, vmax=1.0)
+  # Grey levels; of other channel counts than 3, the first channel.
+  pixels = grid if grid.shape[-1] == 3 else grid[..., 0]
+  grey = dict(cmap='gray', vmin=0.0, vmax=1.0) if pixels.ndim == 2 else {}
+  if title is None:
+    from matplotlib import image as mpl_image  # pylint: disable=g-import-not-at-top
+    mpl_image.imsave(path, pixels, **grey)
+    return
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  dpi, title_height, min_width = 100, 30, 240  # pixels
+  height, width = pixels.shape[:2]
+  fig_width, fig_height = max(width, min_width), height + title_height
+  fig = Figure(figsize=(fig_width / dpi, fig_height / dpi), dpi=dpi)
+  ax = fig.add_axes(((1 - width / fig_width) / 2, 0.0, width / fig_width,
+                     height / fig_height))
+  ax.imshow(pixels, interpolation='nearest', **grey)
+  ax.axis('off')
+  fig.suptitle(title, fontsize=7, y=1.0, va='top')
+  fig.savefig(path, dpi=dpi)
 
 
 def manifold_latents(num_per_side, dtype=jnp.float32):
@@ -44,9 +61,18 @@ def manifold_latents(num_per_side, dtype=jnp.float32):
   equal areas of the grid carry equal prior mass (Kingma & Welling, Fig. 4).
   Rows run from high z_2 (top) to low, columns from low z_1 to high.
   """
-  quantiles = (jnp.arange(num_per_side, dtype=dtype) + 0.5) / num_per_side
-  coords = jax.scipy.special.ndtri(quantiles)
-  z1, z2 = jnp.meshgrid(coords, coords[::-1])
+  coords = jax.scipy.special.ndtri(manifold_quantiles(num_per_side, dtype))
+  return grid_of(coords, coords)
+
+
+def manifold_quantiles(num_per_side, dtype=jnp.float32):
+  """The grid's probabilities (i + 0.5) / n, i = 0..n-1."""
+  return (jnp.arange(num_per_side, dtype=dtype) + 0.5) / num_per_side
+
+
+def grid_of(z1_coords, z2_coords):
+  """`[n * n, 2]`: rows from high z_2 (top) to low, columns from low z_1 to high."""
+  z1, z2 = jnp.meshgrid(z1_coords, z2_coords[::-1])
   return jnp.stack([z1.ravel(), z2.ravel()], axis=-1)
 
 
