@@ -659,3 +659,54 @@ def test_a_checkpoint_at_or_below_the_latest_is_refused(tmp_path):
   checkpointer.save(3, state)
   np.testing.assert_array_equal(checkpointer.restore(2, state)['w'], state['w'])
   checkpointer.close()
+
+
+def nan_validation(monkeypatch, epochs):
+  """The validation ELBO of these epochs (1-based) is NaN; training is as before."""
+  evaluate = train.SingleRun.evaluate
+  done = []
+
+  def patched(self, split):
+    (terms,) = evaluate(self, split)
+    if split != 'valid':
+      return [terms]
+    done.append(1)
+    if len(done) in epochs:
+      terms = terms._replace(elbo=np.float32(np.nan))
+    return [terms]
+
+  monkeypatch.setattr(train.SingleRun, 'evaluate', patched)
+  return done
+
+
+def test_best_valid_skips_nan_validation_elbos_also_through_a_resume(
+    tmp_path, monkeypatch):
+  # Epoch 1's validation ELBO is NaN. Uninterrupted, the best epoch is the
+  # best finite one; killed after checkpoint 1 (no epoch chosen yet), then
+  # after checkpoint 3 (the NaN line first in metrics.jsonl), and resumed,
+  # the same.
+  config = lambda name: small_config(tmp_path / name, final_model='best_valid')
+  nan_validation(monkeypatch, epochs={1})
+  whole = train.train_and_evaluate(config('whole'))
+  valid = [r['valid_elbo'] for r in files.read_jsonl(tmp_path / 'whole' / 'metrics.jsonl')]
+  assert np.isnan(valid[0]) and whole['final_epoch'] == 2 + int(np.argmax(valid[1:]))
+  nan_validation(monkeypatch, epochs={1})
+  with kill.at_checkpoint(after=lambda epoch: epoch == 1):
+    train.train_and_evaluate(config('resumed'))
+  nan_validation(monkeypatch, epochs=set())
+  with kill.at_checkpoint(after=lambda epoch: epoch == 3):
+    train.train_and_evaluate(config('resumed'))
+  nan_validation(monkeypatch, epochs=set())
+  resumed = train.train_and_evaluate(config('resumed'))
+  assert without_timing(resumed) == without_timing(whole)
+
+
+def test_best_valid_with_no_finite_validation_elbo_ends_in_one_line(
+    tmp_path, monkeypatch):
+  nan_validation(monkeypatch, epochs={1, 2, 3, 4})
+  with pytest.raises(rundir.TrainingError) as error:
+    train.train_and_evaluate(small_config(tmp_path, final_model='best_valid'))
+  message = str(error.value)
+  assert '\n' not in message
+  assert 'no epoch of 4 had a finite validation ELBO' in message
+  assert not (tmp_path / 'results.json').exists()

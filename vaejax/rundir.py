@@ -95,11 +95,17 @@ class RunDir:
     if epoch and self._keeps_best:
       restored = self._checkpointer.restore(
           epoch, {**state, 'best_params': state['params']})
-      best = max(records, key=lambda r: r['valid_elbo'], default=None)
-      if best is None:  # no metrics line survived: only the checkpoint's own
-        best = {'epoch': epoch, 'valid_elbo': -np.inf}
-      self._best = (best['epoch'], best['valid_elbo'],
-                    restored.pop('best_params'))
+      # The first epoch of the highest finite validation ELBO, as `end_epoch`
+      # chose it (NaN is not ordered: `max` over it would depend on order).
+      finite = [r for r in records if np.isfinite(r['valid_elbo'])]
+      best = max(finite, key=lambda r: r['valid_elbo'], default=None)
+      best_params = restored.pop('best_params')
+      if best is not None:
+        self._best = (best['epoch'], best['valid_elbo'], best_params)
+      elif records:  # every epoch so far NaN: none chosen yet
+        self._best = (0, -np.inf, None)
+      else:  # no metrics line survived: only the checkpoint's own
+        self._best = (epoch, -np.inf, best_params)
       state = restored
     elif epoch:
       state = self._checkpointer.restore(epoch, state)
@@ -110,9 +116,17 @@ class RunDir:
     """(epoch, parameters) for the final evaluation, `state` the last epoch's.
 
     The last epoch's, or with --final_model=best_valid those of the epoch
-    with the highest validation ELBO (the first, where several tie).
+    with the highest finite validation ELBO (the first, where several tie).
+
+    Raises:
+      TrainingError: with best_valid, if no epoch's validation ELBO was finite.
     """
     if self._keeps_best:
+      if self._best[2] is None:
+        raise TrainingError(
+            f'--final_model=best_valid: no epoch of {self.config.num_epochs} '
+            f'had a finite validation ELBO, so none can be chosen; the '
+            f'checkpoints in {self.path} are kept')
       return self._best[0], self._best[2]
     return self.latest_epoch(), state['params']
 
@@ -136,11 +150,15 @@ class RunDir:
           self._writer.add_scalar(name, value, global_step=record['epoch'])
       self._writer.flush()
     if self._keeps_best:
-      if record['valid_elbo'] > self._best[1]:
+      valid = record['valid_elbo']
+      if np.isfinite(valid) and valid > self._best[1]:
         params = jax.tree.map(np.array, state['params'])  # a copy: the
         # trainer's arrays may be donated to its next epoch
-        self._best = (record['epoch'], record['valid_elbo'], params)
-      state = {**state, 'best_params': self._best[2]}
+        self._best = (record['epoch'], valid, params)
+      # Until a finite epoch, the checkpoint's best_params slot holds the
+      # epoch's own (`restore` knows from the metrics that none is chosen).
+      best_params = state['params'] if self._best[2] is None else self._best[2]
+      state = {**state, 'best_params': best_params}
     epoch = record['epoch']
     if epoch % self.config.checkpoint_every == 0 or epoch == self.config.num_epochs:
       self._checkpointer.save(epoch, state)  # by every process
