@@ -9,6 +9,7 @@ units per run) and learning_curves.png in --output_dir.
 from absl import app
 from absl import flags
 
+import experiments
 from vaejax import compare
 from vaejax import config as config_lib
 
@@ -23,7 +24,7 @@ def main(argv):
       raise config_lib.ConfigError('--workdirs and --output_dir are required')
     compare.compare(_WORKDIRS.value, _OUTPUT_DIR.value)
   except config_lib.ConfigError as e:
-    config_lib.exit_with(e)
+    experiments.exit_with(e)
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ estimates.
 from absl import app
 from absl import flags
 
+import experiments
 from vaejax import config as config_lib
 from vaejax import reevaluate
 from vaejax import train
@@ -39,7 +40,7 @@ def main(argv):
                           tfds_data_dir=_TFDS_DATA_DIR.value,
                           tfds_manual_dir=_TFDS_MANUAL_DIR.value)
   except train.USER_ERRORS as e:
-    config_lib.exit_with(e)
+    experiments.exit_with(e)
 
 
 if __name__ == '__main__':

@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 import jax
 
+import experiments
 from vaejax import config as config_lib
 from vaejax import sweep
 from vaejax import train
@@ -52,7 +53,7 @@ def main(argv):
     sweep.run(base, sweep_flags,
               log=print if jax.process_index() == 0 else lambda *_: None)
   except train.USER_ERRORS as e:
-    config_lib.exit_with(e)
+    experiments.exit_with(e)
 
 
 if __name__ == '__main__':

@@ -9,6 +9,7 @@ Every flag is a field of vaejax.config.TrainConfig; --helpfull lists them.
 
 from absl import app
 
+import experiments
 from vaejax import config as config_lib
 from vaejax import train
 
@@ -21,7 +22,7 @@ def main(argv):
     config = config_lib.from_flags()
     train.train_and_evaluate(config)
   except train.USER_ERRORS as e:
-    config_lib.exit_with(e)
+    experiments.exit_with(e)
 
 
 if __name__ == '__main__':

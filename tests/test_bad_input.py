@@ -23,6 +23,7 @@ import tempfile
 import numpy as np
 import pytest
 
+from vaejax import checkpoint
 from vaejax import config as config_lib
 from vaejax import sweep
 from vaejax import train
@@ -368,6 +369,17 @@ def test_a_damaged_checkpoint_is_refused(runs, tmp_path, binary, damage):
   no_digest = 'no digest' in damage
   assert_refused(binary, flags, 'checkpoint of epoch 1', workdir,
                  limit=60 if no_digest else SECONDS, uses_device=no_digest)
+
+
+def test_a_failed_restore_in_process_leaves_the_process_as_it_was(runs, tmp_path):
+  # As in a notebook: the error, and stderr and the unraisable hook as they
+  # were (only the binaries change them, as they exit).
+  workdir = shutil.copytree(runs / 'train', tmp_path / 'train')
+  DAMAGE['truncated, no digest'](workdir / 'checkpoints')
+  stderr, hook = sys.stderr, sys.unraisablehook
+  with pytest.raises(checkpoint.CheckpointError, match='cannot restore'):
+    train.train_and_evaluate(train_config(workdir))
+  assert sys.stderr is stderr and sys.unraisablehook is hook
 
 
 @pytest.mark.parametrize('args, message', [

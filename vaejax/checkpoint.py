@@ -95,12 +95,13 @@ class Checkpointer:
     """Restores the checkpoint of `epoch` into the structure and dtypes of `like`."""
     self.verify(epoch)
     abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, like)
+    # While restoring, only the main thread writes to stderr: a failed read
+    # leaves TensorStore's other reads calling back into orbax's closed event
+    # loop from their own threads, whose tracebacks would print beside the
+    # one-line error. Restored on return, failed or not (the binaries keep
+    # it so as they exit: `config.exit_with`).
     stderr = sys.stderr
-    # A failed read leaves TensorStore's other reads calling back into
-    # orbax's closed event loop from their own threads, whose tracebacks
-    # would print beside the one-line error: while restoring, and for good
-    # once it failed, only the main thread writes to stderr.
-    sys.stderr = _MainThreadOnly(stderr)
+    sys.stderr = MainThreadOnly(stderr)
     try:
       restored = self._manager.restore(
           epoch, args=self._ocp.args.StandardRestore(abstract))
@@ -110,7 +111,8 @@ class Checkpointer:
           f'cannot restore the checkpoint of epoch {epoch} '
           f'({self._directory / str(epoch)}): {type(e).__name__}: {reason}; '
           'delete that folder to resume from the checkpoint before it') from None
-    sys.stderr = stderr
+    finally:
+      sys.stderr = stderr
     return restored
 
   def close(self):
@@ -132,7 +134,7 @@ class Checkpointer:
     return digest.hexdigest()
 
 
-class _MainThreadOnly:
+class MainThreadOnly:
   """A text stream that passes on the main thread's writes only."""
 
   def __init__(self, stream):

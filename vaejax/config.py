@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import sys
 import typing
 
 from absl import flags
@@ -245,17 +244,6 @@ def start_binary(argv, commands=()):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # library INFO logs on request only
   return given[0] if given else None
-
-
-def exit_with(error):
-  """Ends a binary with `error` as its one stderr line, status 1.
-
-  A failed checkpoint read leaves orbax's other reads failing in coroutines
-  that Python reports when it collects them at exit; that would add a
-  traceback to the one line, so such reports are dropped.
-  """
-  sys.unraisablehook = lambda unraisable: None
-  raise SystemExit(f'error: {error}') from None
 
 
 def from_flags(config_class=TrainConfig, flag_values=flags.FLAGS, exclude=()):
