@@ -421,6 +421,24 @@ def test_the_sweep_trains_as_vectorizes_says(tmp_path, monkeypatch):
     run_sweep(tmp_path, dataclasses.replace(FLAGS, vectorize=False))
 
 
+def test_a_vectorised_sweep_needs_partitionable_threefry(tmp_path):
+  # Without it a padded member's draws are not its standalone draws: refused
+  # before any file is written; one after another is unaffected.
+  before = jax.config.jax_threefry_partitionable
+  jax.config.update('jax_threefry_partitionable', False)
+  try:
+    with pytest.raises(config_lib.ConfigError,
+                       match='only with jax_threefry_partitionable=True'):
+      run_sweep(tmp_path / 'vectorised')
+    assert not (tmp_path / 'vectorised').exists()
+    with pytest.raises(Chosen):  # goes on, to train one after another
+      with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, 'train_loaded', lambda *_: (_ for _ in ()).throw(Chosen()))
+        run_sweep(tmp_path / 'sequential', dataclasses.replace(FLAGS, vectorize=False))
+  finally:
+    jax.config.update('jax_threefry_partitionable', before)
+
+
 def test_a_workdir_of_another_sweep_is_refused(reference):
   workdir, _ = reference
   with pytest.raises(config_lib.ConfigError, match=r'--latent_dims \(\[1, 3\] there'):

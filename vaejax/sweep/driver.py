@@ -44,6 +44,14 @@ def run(base, flags, log=print):
         '--vectorize pads the members\' z, which a two-layer model '
         '(--top_latent_dim) feeds to q(z_2|z) and draws from p(z|z_2): its '
         'members train one after another; drop --vectorize')
+  if (members_lib.vectorizes(flags) and not two_layer
+      and not jax.config.jax_threefry_partitionable):
+    # Under the other threefry, a draw's bits depend on the shape of the
+    # whole draw, so a padded member would not draw its standalone noise.
+    raise config_lib.ConfigError(
+        'a vectorised sweep equals its members trained alone only with '
+        'jax_threefry_partitionable=True (JAX\'s default), which is off: '
+        'turn it on (JAX_THREEFRY_PARTITIONABLE=1) or pass --novectorize')
   data.check_available(base.dataset, tfds_data_dir=base.tfds_data_dir,
                        tfds_manual_dir=base.tfds_manual_dir)
   members_lib.prepare_sweep_dir(base, flags)
