@@ -80,6 +80,9 @@ def pytest_configure(config):
       'markers', 'real_data: needs the offline MNIST files (skips without them)')
   config.addinivalue_line(
       'markers', 'slow: over half a minute; CI runs them (-m "not slow" skips)')
+  config.addinivalue_line(
+      'markers', "jax_defaults: runs at JAX's default matmul precision and "
+      'rank promotion, as users run the library')
   # Implicit rank promotion hides shape bugs ([B] + [B, 1] -> [B, B]).
   jax.config.update('jax_numpy_rank_promotion', 'raise')
   # The suite checks the math: full float32 matrix products on every
@@ -127,6 +130,32 @@ def pytest_collection_modifyitems(config, items):
   deselected = [item for item in items if not item.get_closest_marker('float64')]
   config.hook.pytest_deselected(items=deselected)
   items[:] = selected
+
+
+@pytest.fixture(autouse=True)
+def _jax_defaults(request):
+  """JAX's own defaults for the tests marked `jax_defaults`.
+
+  The rest of the suite checks the math under strict settings (above); these
+  run the library as a user's process does. The binaries the tests start
+  run at the defaults too (the settings above are this process's).
+  """
+  if request.node.get_closest_marker('jax_defaults') is None:
+    yield
+    return
+  strict = {name: getattr(jax.config, name) for name in _STRICT}
+  for name, default in _STRICT.items():
+    jax.config.update(name, default)
+  try:
+    yield
+  finally:
+    for name, value in strict.items():
+      jax.config.update(name, value)
+
+
+# The suite's strict settings and JAX's defaults for them.
+_STRICT = {'jax_default_matmul_precision': None,
+           'jax_numpy_rank_promotion': 'allow'}
 
 
 @pytest.fixture

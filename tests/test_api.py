@@ -4,7 +4,9 @@ import functools
 import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import vaejax
 
@@ -51,3 +53,16 @@ def test_all_lists_exactly_the_public_names():
   }
   assert public == set(vaejax.__all__)
   assert list(vaejax.__all__) == sorted(vaejax.__all__)
+
+
+@pytest.mark.jax_defaults
+def test_marked_tests_run_at_jax_defaults():
+  assert jax.config.jax_default_matmul_precision is None
+  assert jax.config.jax_numpy_rank_promotion == 'allow'
+  jnp.zeros(3) + jnp.zeros((2, 1))  # implicit rank promotion, as users may
+
+
+def test_the_rest_of_the_suite_runs_strict():
+  assert jax.config.jax_default_matmul_precision == 'highest'
+  with pytest.raises(ValueError, match='rank_promotion'):
+    jnp.zeros(3) + jnp.zeros((2, 1))

@@ -65,6 +65,7 @@ def assert_within_standard_errors(draws, expected, num_se=5.0):
       draws.mean(), expected, standard_error)
 
 
+@pytest.mark.jax_defaults
 def test_log_marginal_matches_scipy(model, data, tol):
   weight, bias = np.asarray(model.weight, np.float64), np.asarray(model.bias)
   cov = weight @ weight.T + np.exp(float(model.log_var)) * np.eye(DATA_DIM)
@@ -88,6 +89,7 @@ def test_encoder_is_the_exact_posterior(model, data, tol):
                                rtol=tol(1e-5, 1e-10))
 
 
+@pytest.mark.jax_defaults
 @pytest.mark.parametrize('num_samples', [1, 5])
 def test_elbo_is_tight_for_every_draw_with_the_exact_posterior(
     model, data, num_samples, tol):
@@ -224,6 +226,7 @@ def test_same_key_same_draw_and_different_keys_differ(model, data):
   assert not np.any(np.asarray(draws[0]) == np.asarray(draws[2]))
 
 
+@pytest.mark.jax_defaults
 def test_jit_equals_eager_and_vmap_equals_loop(model, data, tol):
   encoder = ShiftedEncoder(model)
   keys = jax.random.split(jax.random.key(7), len(data))

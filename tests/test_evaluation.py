@@ -23,6 +23,7 @@ def exact_model_with_column_norms(norms, data_dim=12, noise_std=0.5):
       log_var=jnp.asarray(2 * np.log(noise_std), jnp.float32))
 
 
+@pytest.mark.jax_defaults
 def test_active_units_and_kl_per_dimension_match_the_closed_forms():
   # With the exact posterior as encoder, posterior variance
   # v_k = s^2 / (s^2 + ||w_k||^2), and over x ~ p(x) the posterior mean has
@@ -58,6 +59,7 @@ class Shifted:
     return self.model.log_likelihood(x, z)
 
 
+@pytest.mark.jax_defaults
 def test_a_runs_final_figures_of_the_exact_model_are_its_true_nll():
   # What a run reports (results_of over make_final_evaluation) on a
   # linear-Gaussian model whose log p(x) is analytic: with the exact

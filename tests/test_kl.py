@@ -38,6 +38,7 @@ def as_jax(dtype, *arrays):
   return [jnp.asarray(a, dtype) for a in arrays]
 
 
+@pytest.mark.jax_defaults
 @pytest.mark.parametrize('dim', [1, 2, 5, 16, 64])
 @pytest.mark.parametrize('seed', [0, 1])
 def test_gaussian_kl_matches_numpy_closed_form(dim, seed, dtype, tol):
@@ -112,6 +113,7 @@ def test_tril_form_equals_covariance_form(dtype, tol):
       expected, rtol=tol(1e-5, 1e-12))
 
 
+@pytest.mark.jax_defaults
 @pytest.mark.parametrize('dim', [1, 5, 20])
 def test_diagonal_forms_equal_full_covariance_form(dim, dtype, tol):
   rng = np.random.default_rng(dim)

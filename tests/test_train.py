@@ -139,6 +139,7 @@ def test_resume_gives_the_results_of_an_uninterrupted_run(tmp_path, when,
   assert train.train_and_evaluate(config) == resumed
 
 
+@pytest.mark.jax_defaults
 def test_best_valid_final_model_is_kept_through_a_kill_after_a_later_checkpoint(
     tmp_path):
   # 50 training examples at a high learning rate: the validation ELBO peaks
