@@ -18,6 +18,7 @@ from scipy import stats
 
 import vaejax
 from vaejax import distributions as dist
+from vaejax import evaluation
 from vaejax import linear_gaussian as lg
 
 pytestmark = pytest.mark.float64
@@ -104,6 +105,15 @@ def test_another_posterior_lies_below_log_p_x(model, data):
   # expectation lies below log p(x); one draw of it may not).
   bound = jax.scipy.special.logsumexp(weights) - np.log(len(weights))
   assert abs(bound - truth) < 0.2 * gap, (bound, truth, gap)
+
+
+@pytest.mark.parametrize('chunk_size', [1, 3])
+def test_the_iwae_chunk_size_changes_no_draw_of_any_layer(model, data, tol,
+                                                          chunk_size):
+  # Chunking K = 8 joint draws (z_1, z_2) changes none of them.
+  whole, chunked = (jax.jit(evaluation.make_iwae(DiagonalChain, 8, size))(
+      model, data, jax.random.key(2)) for size in (1 << 16, chunk_size))
+  np.testing.assert_allclose(chunked, whole, rtol=tol(1e-5, 1e-12))
 
 
 @dataclasses.dataclass

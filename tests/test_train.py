@@ -319,6 +319,25 @@ def test_chunked_iwae_estimates_the_bound_of_k_draws(num_samples, chunk_size):
                              log_marginal[:5], rtol=1e-5)
 
 
+@pytest.mark.parametrize('chunk_size', [1, 3, 4])
+def test_the_iwae_chunk_size_changes_no_draw(chunk_size):
+  # iwae_chunk_size bounds memory only: each example's K = 8 draws are the
+  # same however they are chunked, so every bound equals the unchunked one to
+  # float32 rounding (a chunk drawing from keys of its own is off by nats).
+  params = exact_model()
+  x = params.sample(jax.random.key(1), 5)
+  whole, chunked = (jax.jit(evaluation.make_iwae(Shifted, 8, size))(
+      params, x, jax.random.key(2)) for size in (1 << 16, chunk_size))
+  np.testing.assert_allclose(chunked, whole, rtol=1e-5)
+  # And the unchunked figures are vaejax.iwae_bound on each example's key.
+  np.testing.assert_allclose(whole, jax.vmap(
+      lambda x, k: vaejax.iwae_bound(Shifted(params), x, k, 8))(
+          x, jax.vmap(functools.partial(jax.random.fold_in, jax.random.key(2)))(
+              jnp.arange(5))), rtol=1e-6)
+  with pytest.raises(ValueError, match='chunk_size is 0; expected None or an int'):
+    vaejax.iwae_bound(Shifted(params), x[0], jax.random.key(2), 8, chunk_size=0)
+
+
 @pytest.mark.parametrize('num_examples, chunk_size, chunk', [
     (7, 3, 3), (200, 65, 50), (20, 1310, 20), (10, 10, 10)])
 def test_map_over_examples_pads_and_drops(num_examples, chunk_size, chunk):

@@ -158,7 +158,7 @@ class TrainConfig:
       1000, 'K of the final importance-weighted test NLL.')
   iwae_chunk_size: int = _field(
       1 << 16, 'Examples x samples evaluated at once by the IWAE estimate; '
-      'bounds memory whatever K (memory only, not results when K fits).')
+      'bounds memory whatever K (memory only: the draws are the same).')
   checkpoints_to_keep: int = _field(3, 'Checkpoints kept in the workdir.')
   checkpoint_every: int = _field(
       1, 'Checkpoint every N epochs, and always the last; a resumed run goes '

@@ -172,20 +172,20 @@ def prior(model, q):
   return p
 
 
-def _log_weights(model, x, q, p, z, eps, key):
-  """log p(x|z_k) and log q(z_k|x) - log p(z_k) for draws z `[K, L]`.
+def _log_weights(model, x, q, p, draws):
+  """log p(x|z_k) and log q(z_k|x) - log p(z_k) for draws (z, eps, keys) `[K, ...]`.
 
   log q(z_k|x) is evaluated from the noise, z_k = mean + L eps_k
   (`noise_log_prob`): for a diagonal q, -1/2 sum [log(2 pi) + log_var +
   eps_k^2]. Recovering eps_k as (z_k - mean) / std instead cancels
   catastrophically where std is small next to the mean (5.9 nats off over
   50 dimensions in float32 at mean 8, log_var -30). A `log_likelihood` that
-  takes a key gets one per draw, from `key`.
+  takes a key gets one per draw, its own.
   """
   def one_draw(z, eps, key):
     return _log_likelihood(model, x, z, key), q.noise_log_prob(eps) - p.log_prob(z)
 
-  return jax.vmap(one_draw)(z, eps, _decode_keys(key, z.shape[0]))
+  return jax.vmap(one_draw)(*draws)
 
 
 def _decode_keys(key, num_samples):
@@ -209,10 +209,22 @@ def _log_likelihood(model, x, z, key):
 
 def _draws(model, x, key, num_samples):
   """q, p, and the log-likelihoods and log q - log p of K draws z_k ~ q(z|x)."""
+  q, p, draws, weigh = _one_layer_draws(model, x, key, num_samples)
+  return q, p, weigh(draws)
+
+
+def _one_layer_draws(model, x, key, num_samples):
+  """q, p, K draws and `weigh(draws)` -> their log p(x|z) and log q - log p.
+
+  The draws (z, eps and a key per draw, each with a leading axis K) are made
+  first, so that weighing any subset of them, as `iwae_bound` does chunk by
+  chunk, gives those draws' weights.
+  """
   q = posterior(model, x, key)
   p = prior(model, q)
   z, eps = q.sample_and_noise(key, num_samples)
-  return q, p, _log_weights(model, x, q, p, z, eps, key)
+  return q, p, (z, eps, _decode_keys(key, z.shape[0])), functools.partial(
+      _log_weights, model, x, q, p)
 
 
 def latent_layers(model):
@@ -248,6 +260,18 @@ def _layered_draws(model, x, key, num_samples, analytic_kl):
   log p(x|z_1); for each layer log q(z_l|z_{l-1}) - log p(z_l|z_{l+1}),
   the top's against p(z_L); and KL(q(z_L|z_{L-1}) || p(z_L)) in closed form
   at each draw when `analytic_kl` asks for it (None: where the pair has one).
+  """
+  draws, weigh, closed_form = _layered_weighing(model, x, key, num_samples,
+                                                analytic_kl)
+  log_likelihoods, log_ratios, top_kls = weigh(draws)
+  return log_likelihoods, log_ratios, top_kls if closed_form[-1] else None
+
+
+def _layered_weighing(model, x, key, num_samples, analytic_kl):
+  """K draws of z_1 with a key per draw, and `weigh(draws)` (see `_layered_draws`).
+
+  The third value is a list, filled as `weigh` is traced, of whether the
+  top layer's KL was taken in closed form.
   """
   layers = latent_layers(model)
   q1 = posterior(model, x, key)
@@ -288,9 +312,8 @@ def _layered_draws(model, x, key, num_samples, analytic_kl):
     ratios = jnp.stack([lq - lp for lq, lp in zip(log_qs, log_ps)])
     return log_likelihood, ratios, top_kl
 
-  log_likelihoods, log_ratios, top_kls = jax.vmap(one_draw)(
-      z1, eps1, draw_keys, decode_keys)
-  return log_likelihoods, log_ratios, top_kls if closed_form[-1] else None
+  return ((z1, eps1, draw_keys, decode_keys),
+          lambda draws: jax.vmap(one_draw)(*draws), closed_form)
 
 
 def elbo(model, x, key, *, num_samples=1, beta=1.0, analytic_kl=True):
@@ -350,15 +373,29 @@ def log_importance_weights(model, x, key, num_samples):
   Returns:
     `[K]` log-weights; `iwae_bound` is their log-mean-exp.
   """
+  draws, log_weights = _importance_draws(model, x, key, num_samples)
+  return log_weights(draws)
+
+
+def _importance_draws(model, x, key, num_samples):
+  """K draws (a pytree of leading axis K) and `log_weights(draws)` -> `[K]`."""
   if latent_layers(model) > 1:
-    log_likelihoods, log_ratios, _ = _layered_draws(
-        model, x, key, num_samples, analytic_kl=False)
-    return log_likelihoods - jnp.sum(log_ratios, axis=-1)
-  _, _, (log_likelihoods, log_ratios) = _draws(model, x, key, num_samples)
-  return log_likelihoods - log_ratios
+    draws, weigh, _ = _layered_weighing(model, x, key, num_samples,
+                                        analytic_kl=False)
+
+    def log_weights(draws):
+      log_likelihoods, log_ratios, _ = weigh(draws)
+      return log_likelihoods - jnp.sum(log_ratios, axis=-1)
+  else:
+    _, _, draws, weigh = _one_layer_draws(model, x, key, num_samples)
+
+    def log_weights(draws):
+      log_likelihoods, log_ratios = weigh(draws)
+      return log_likelihoods - log_ratios
+  return draws, log_weights
 
 
-def iwae_bound(model, x, key, num_samples):
+def iwae_bound(model, x, key, num_samples, *, chunk_size=None):
   """The importance-weighted bound of Burda et al. (2015) for one example.
 
     L_K = log (1/K sum_k p(x, z_k) / q(z_k|x)),   z_k ~ q(z|x),
@@ -372,6 +409,10 @@ def iwae_bound(model, x, key, num_samples):
     x: one example, e.g. `[D]`.
     key: a `jax.random.key` for the draws.
     num_samples: K.
+    chunk_size: None to weigh the K draws at once, or S to weigh S at a time
+      (a scan with a running logaddexp), bounding the decoder's memory at
+      large K. The draws are made first, so the bound is the same, up to
+      rounding, whatever S; only the `[K, L]` draws exist at once.
 
   Returns:
     The scalar bound in nats.
@@ -379,8 +420,27 @@ def iwae_bound(model, x, key, num_samples):
   References:
     Burda, Grosse, Salakhutdinov. Importance Weighted Autoencoders. 2015.
   """
-  log_weights = log_importance_weights(model, x, key, num_samples)
-  return jax.nn.logsumexp(log_weights) - math.log(num_samples)
+  draws, log_weights = _importance_draws(model, x, key, num_samples)
+  if chunk_size is not None and (not isinstance(chunk_size, int)
+                                 or isinstance(chunk_size, bool) or chunk_size < 1):
+    raise ValueError(f'iwae_bound: chunk_size is {chunk_size!r}; expected None '
+                     'or an int, 1 or more')
+  if chunk_size is None or chunk_size >= num_samples:
+    return jax.nn.logsumexp(log_weights(draws)) - math.log(num_samples)
+  num_chunks = -(-num_samples // chunk_size)
+
+  def chunk_log_sum(c):
+    index = c * chunk_size + jnp.arange(chunk_size)
+    taken = jax.tree.map(lambda a: a[jnp.minimum(index, num_samples - 1)], draws)
+    # A padded draw repeats the last one; its weight is masked out.
+    return jax.nn.logsumexp(jnp.where(index < num_samples, log_weights(taken),
+                                      -jnp.inf))
+
+  def add_chunk(total, c):
+    return jnp.logaddexp(total, chunk_log_sum(c)), None
+
+  total, _ = jax.lax.scan(add_chunk, chunk_log_sum(0), jnp.arange(1, num_chunks))
+  return total - math.log(num_samples)
 
 
 def _batch_keys(function, key, batch):

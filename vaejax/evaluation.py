@@ -9,7 +9,6 @@ function that a single run jit-compiles and a sweep maps over its members.
 """
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +21,6 @@ from vaejax import nets
 from vaejax import plots
 from vaejax.elbo import elbo
 from vaejax.elbo import iwae_bound
-from vaejax.elbo import log_importance_weights
 from vaejax.elbo import posterior
 
 # Burda et al. (2015): a unit is active when Var_x(E_q[z_u | x]) > 0.01,
@@ -77,29 +75,17 @@ def make_evaluate(model_fn, batch_size):
 def make_iwae(model_fn, num_samples, chunk_size):
   """`iwae(params, x, key, *model_args)` -> `[N]` importance-weighted bounds.
 
-  At most `chunk_size` (examples x samples) log-weights exist at once: K is
-  split into chunks combined by a running logaddexp when K > chunk_size, so
-  memory is bounded whatever K. When K fits one chunk, each example's bound is
-  `elbo.iwae_bound(model, x, key_x, K)` exactly.
+  At most `chunk_size` (examples x samples) log-weights exist at once: when
+  K > chunk_size, each example's K draws are weighed `chunk_size` at a time
+  (`iwae_bound(..., chunk_size=)`), so memory is bounded whatever K. The
+  chunking changes no draw: each example's bound is
+  `elbo.iwae_bound(model, x, key_x, K)` up to rounding.
   """
   samples_per_chunk = min(num_samples, chunk_size)
-  num_sample_chunks = -(-num_samples // samples_per_chunk)
   examples_per_chunk = max(1, chunk_size // samples_per_chunk)
 
   def one_example(model, x, key):
-    if num_sample_chunks == 1:
-      return iwae_bound(model, x, key, num_samples)
-
-    def add_chunk(total, c):
-      log_w = log_importance_weights(
-          model, x, jax.random.fold_in(key, c), samples_per_chunk)
-      valid = c * samples_per_chunk + jnp.arange(samples_per_chunk) < num_samples
-      log_w = jnp.where(valid, log_w, -jnp.inf)
-      return jnp.logaddexp(total, jax.nn.logsumexp(log_w)), None
-
-    start = jnp.asarray(-jnp.inf, x.dtype)
-    total, _ = jax.lax.scan(add_chunk, start, jnp.arange(num_sample_chunks))
-    return total - math.log(num_samples)
+    return iwae_bound(model, x, key, num_samples, chunk_size=samples_per_chunk)
 
   def iwae(params, x, key, *model_args):
     model = model_fn(params, *model_args)
