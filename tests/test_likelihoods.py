@@ -129,3 +129,29 @@ def test_vmap_equals_loop(dtype, tol):
   batched = jax.jit(jax.vmap(vaejax.gaussian_log_prob))(mean, log_var, x)
   loop = [vaejax.gaussian_log_prob(*a) for a in zip(mean, log_var, x)]
   np.testing.assert_allclose(batched, loop, rtol=tol(1e-6, 1e-13))
+
+
+@pytest.mark.jax_defaults
+@pytest.mark.parametrize('function, name', [
+    (lambda out, x: vaejax.gaussian_log_prob(out, jnp.zeros(()), x), 'mean'),
+    (vaejax.bernoulli_log_prob, 'logits')])
+@pytest.mark.parametrize('out_shape, x_shape', [
+    ((28, 28, 1), (784,)), ((784,), (28, 28, 1)), ((784,), (1,)), ((4,), ())])
+def test_data_of_another_shape_than_the_output_is_refused(function, name,
+                                                          out_shape, x_shape):
+  # At JAX's default rank promotion, which broadcasts: a mean [28, 28, 1]
+  # against x [784] summed a [28, 28, 784] array (-564,831 nats where the
+  # density is about -720), and flattening hid a one-pixel x.
+  with pytest.raises(ValueError, match=(
+      rf'x is \[{", ".join(map(str, x_shape))}\] and {name} '
+      rf'\[{", ".join(map(str, out_shape))}\]; expected the same shape')):
+    function(jnp.zeros(out_shape), jnp.zeros(x_shape))
+
+
+@pytest.mark.jax_defaults
+def test_a_log_variance_of_another_shape_is_refused():
+  vaejax.gaussian_log_prob(jnp.zeros(3), jnp.zeros(3), jnp.zeros(3))
+  vaejax.gaussian_log_prob(jnp.zeros(3), jnp.zeros(()), jnp.zeros(3))
+  with pytest.raises(ValueError, match=r'log_var is \[1\] and mean \[3\]; '
+                     'expected \[3\] or a scalar'):
+    vaejax.gaussian_log_prob(jnp.zeros(3), jnp.zeros(1), jnp.zeros(3))

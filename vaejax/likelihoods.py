@@ -9,7 +9,22 @@ import math
 import jax
 import jax.numpy as jnp
 
+from vaejax import checks
+
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _check_same_shape(function, name, output, x):
+  """A one-line ValueError unless x has the shape of the decoder's `output`.
+
+  Broadcasting would sum a wrong density silently (a mean `[28, 28, 1]`
+  against x `[784]` sums a `[28, 28, 784]` array).
+  """
+  if jnp.shape(x) != jnp.shape(output):
+    raise ValueError(
+        f'{function}: x is {checks.shape_of(x)} and {name} '
+        f'{checks.shape_of(output)}; expected the same shape (reshape the '
+        "decoder's output to the data's)")
 
 
 def bernoulli_log_prob(logits, x):
@@ -30,13 +45,14 @@ def bernoulli_log_prob(logits, x):
 
   Args:
     logits: `[...]` decoder logits, any shape.
-    x: data of the same shape, in {0, 1} (or [0, 1]); any dtype.
+    x: data of the same shape (a one-line ValueError otherwise), in {0, 1}
+      (or [0, 1]); any dtype.
 
   Returns:
     The scalar sum over all dimensions.
   """
-  logits = jnp.ravel(logits)
-  x = jnp.ravel(jnp.asarray(x, logits.dtype))
+  _check_same_shape('bernoulli_log_prob', 'logits', logits, x)
+  x = jnp.asarray(x, logits.dtype)
   return -jnp.sum(x * jax.nn.softplus(-logits)
                   + (1 - x) * jax.nn.softplus(logits))
 
@@ -50,11 +66,16 @@ def gaussian_log_prob(mean, log_var, x):
     mean: `[...]` mean, any shape.
     log_var: log-variance, of the shape of `mean` or a scalar (one shared
       variance).
-    x: data of the shape of `mean`.
+    x: data of the shape of `mean` (a one-line ValueError otherwise).
 
   Returns:
     The scalar sum over all dimensions.
   """
+  _check_same_shape('gaussian_log_prob', 'mean', mean, x)
+  if jnp.ndim(log_var) and jnp.shape(log_var) != jnp.shape(mean):
+    raise ValueError(
+        f'gaussian_log_prob: log_var is {checks.shape_of(log_var)} and mean '
+        f'{checks.shape_of(mean)}; expected {checks.shape_of(mean)} or a scalar')
   x = jnp.asarray(x, mean.dtype)
   log_var = jnp.broadcast_to(log_var, mean.shape)
   scaled_diff = (x - mean) * jnp.exp(-0.5 * log_var)
