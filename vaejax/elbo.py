@@ -62,6 +62,7 @@ exact posterior, for which every log importance weight is log p(x).)
 import functools
 import inspect
 import math
+import numbers
 import sys
 import types
 from typing import NamedTuple
@@ -420,11 +421,11 @@ def iwae_bound(model, x, key, num_samples, *, chunk_size=None):
   References:
     Burda, Grosse, Salakhutdinov. Importance Weighted Autoencoders. 2015.
   """
-  draws, log_weights = _importance_draws(model, x, key, num_samples)
-  if chunk_size is not None and (not isinstance(chunk_size, int)
+  if chunk_size is not None and (not isinstance(chunk_size, numbers.Integral)
                                  or isinstance(chunk_size, bool) or chunk_size < 1):
     raise ValueError(f'iwae_bound: chunk_size is {chunk_size!r}; expected None '
                      'or an int, 1 or more')
+  draws, log_weights = _importance_draws(model, x, key, num_samples)
   if chunk_size is None or chunk_size >= num_samples:
     return jax.nn.logsumexp(log_weights(draws)) - math.log(num_samples)
   num_chunks = -(-num_samples // chunk_size)
