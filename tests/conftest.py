@@ -5,12 +5,15 @@ process with `jax_enable_x64`: it runs only the tests marked `float64` (the
 numerics), with the `dtype` fixture set to float64 and tolerances to match.
 `make test` runs both.
 
-The suite shares one persistent compilation cache (a new temporary folder per
-`pytest` run, unless $JAX_COMPILATION_CACHE_DIR names one): the test
-workers and every binary the tests start load the programs others compiled
-before, instead of compiling the same small programs again and again. A
-cached executable is the compiler's output for the same program, so results
-are those of a fresh compile.
+The suite shares one persistent compilation cache ($JAX_COMPILATION_CACHE_DIR
+if set, else a folder of the test cache below, keyed by the jax and jaxlib
+versions): the test workers, every binary the tests start, and later runs
+load the programs others compiled before, instead of compiling the same
+small programs again and again. JAX keys an entry by the program, the
+compile options, the versions and the device, and a cached executable is the
+compiler's output for that program, so results are those of a fresh compile.
+A first run on a machine compiles everything; the cache is emptied when it
+outgrows `_COMPILATION_CACHE_LIMIT`.
 """
 
 import fcntl
@@ -19,7 +22,6 @@ import importlib.metadata
 import os
 import pathlib
 import shutil
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -40,11 +42,25 @@ _CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
 _PARTIAL_ENTRY = 'Error reading persistent compilation cache entry'
 
 
+_COMPILATION_CACHE_LIMIT = 2 << 30  # bytes
+
+
+def _compilation_cache_dir():
+  """The shared compilation cache of this jax and jaxlib, emptied when too big."""
+  versions = '-'.join(importlib.metadata.version(p) for p in ('jax', 'jaxlib'))
+  path = suite_cache_root() / f'jax-{versions}'
+  size = sum(f.stat().st_size for f in path.glob('*') if f.is_file()) if (
+      path.is_dir()) else 0
+  if size > _COMPILATION_CACHE_LIMIT:
+    shutil.rmtree(path, ignore_errors=True)
+  path.mkdir(parents=True, exist_ok=True)
+  return str(path)
+
+
 def _share_compilation_cache(config):
   """One compilation cache for this run, its xdist workers and subprocesses."""
   if not os.environ.get(_CACHE_ENV):  # the first pytest process of the run
-    os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix='vaejax-jax-cache-')
-    config.stash[_CACHE_KEY] = os.environ[_CACHE_ENV]
+    os.environ[_CACHE_ENV] = _compilation_cache_dir()
   # JAX writes an entry in place, so a process may read one that another is
   # still writing; it then warns and compiles the program itself (same
   # result). The warning would add a line to the stderr that the binaries'
@@ -60,16 +76,6 @@ def _share_compilation_cache(config):
   jax.config.update('jax_compilation_cache_dir', os.environ[_CACHE_ENV])
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-
-
-_CACHE_KEY = pytest.StashKey[str]()
-
-
-def pytest_unconfigure(config):
-  made = config.stash.get(_CACHE_KEY, None)
-  if made:
-    shutil.rmtree(made, ignore_errors=True)
-    del os.environ[_CACHE_ENV]
 
 
 def pytest_configure(config):
@@ -187,6 +193,14 @@ _TEST_CACHE_ENV = 'VAEJAX_TEST_CACHE'
 REAL_DATASETS = ('binarized_mnist', 'mnist')
 
 
+def suite_cache_root():
+  """$VAEJAX_TEST_CACHE, else vaejax/tests in the user's cache directory."""
+  cache = os.environ.get(_TEST_CACHE_ENV) or (
+      pathlib.Path(os.environ.get('XDG_CACHE_HOME') or '~/.cache').expanduser()
+      / 'vaejax' / 'tests')
+  return pathlib.Path(cache)
+
+
 def _sha256(path):
   digest = hashlib.sha256()
   with open(path, 'rb') as f:
@@ -202,10 +216,7 @@ def _prepared_data_dir(root):
   for name in REAL_DATASETS:
     for path in sorted((root / name).iterdir()):
       key.update(f'{name}/{path.name}:{_sha256(path)}\n'.encode())
-  cache = os.environ.get(_TEST_CACHE_ENV) or (
-      pathlib.Path(os.environ.get('XDG_CACHE_HOME') or '~/.cache').expanduser()
-      / 'vaejax' / 'tests')
-  data_dir = (pathlib.Path(cache) / f'tfds-{version}-{key.hexdigest()[:16]}'
+  data_dir = (suite_cache_root() / f'tfds-{version}-{key.hexdigest()[:16]}'
               / 'tensorflow_datasets')
   data_dir.mkdir(parents=True, exist_ok=True)
   return data_dir
