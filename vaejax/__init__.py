@@ -8,6 +8,7 @@ from vaejax.distributions import MixtureOfDiagonalGaussians
 from vaejax.distributions import StandardNormal
 from vaejax.distributions import kl_divergence
 from vaejax.elbo import ElboTerms
+from vaejax.elbo import elbo_and_kl_per_layer
 from vaejax.elbo import iwae_bound
 from vaejax.elbo import log_importance_weights
 from vaejax.elbo import negative_elbo
@@ -37,6 +38,7 @@ __all__ = (
     "bernoulli_log_prob",
     "diag_gaussian_kl",
     "elbo",
+    "elbo_and_kl_per_layer",
     "gaussian_kl",
     "gaussian_kl_tril",
     "gaussian_log_prob",

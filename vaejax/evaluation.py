@@ -9,19 +9,18 @@ function that a single run jit-compiles and a sweep maps over its members.
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vaejax import distributions
-from vaejax import elbo as elbo_lib
 from vaejax import kl as kl_lib
-from vaejax import nets
+from vaejax import models
 from vaejax import plots
-from vaejax.elbo import elbo
+from vaejax.elbo import elbo_and_kl_per_layer
 from vaejax.elbo import iwae_bound
-from vaejax.elbo import posterior
 
 # Burda et al. (2015): a unit is active when Var_x(E_q[z_u | x]) > 0.01,
 # counted (in their code) over the first 500 training images; vaejax also
@@ -50,8 +49,22 @@ def _example_keys(key, indices):
   return jax.vmap(functools.partial(jax.random.fold_in, key))(indices)
 
 
+class EvaluatedTerms(NamedTuple):
+  """Mean ELBO terms over a set (`make_evaluate`), and the KL per layer.
+
+  Attributes:
+    elbo, log_likelihood, kl: as in `vaejax.ElboTerms`.
+    kl_per_layer: `[L]` the KL's parts per stochastic layer, bottom up, for
+      a model of several; None for one.
+  """
+  elbo: jax.Array
+  log_likelihood: jax.Array
+  kl: jax.Array
+  kl_per_layer: jax.Array | None = None
+
+
 def make_evaluate(model_fn, batch_size):
-  """`evaluate(params, x, key, *model_args)` -> mean `ElboTerms` over x.
+  """`evaluate(params, x, key, *model_args)` -> mean `EvaluatedTerms` over x.
 
   The ELBO proper (beta = 1) with one draw per example, from
   `fold_in(key, index)`, in batches of `batch_size`; its KL in closed form
@@ -63,11 +76,15 @@ def make_evaluate(model_fn, batch_size):
     model = model_fn(params, *model_args)
 
     def chunk(indices):
-      return jax.vmap(functools.partial(elbo, model, analytic_kl=None))(
+      return jax.vmap(functools.partial(elbo_and_kl_per_layer, model,
+                                        analytic_kl=None))(
           x[indices], _example_keys(key, indices))
 
-    terms = map_over_examples(chunk, x.shape[0], batch_size)
-    return jax.tree.map(lambda a: jnp.mean(a, axis=0), terms)  # [L] per layer kept
+    terms, kl_per_layer = jax.tree.map(
+        lambda a: jnp.mean(a, axis=0),  # [L] per layer kept
+        map_over_examples(chunk, x.shape[0], batch_size))
+    return EvaluatedTerms(*terms, kl_per_layer if kl_per_layer.shape[0] > 1
+                          else None)
 
   return evaluate
 
@@ -106,33 +123,34 @@ def make_latent_stats(model_fn, batch_size):
   """
 
   def latent_stats(params, x, key, *model_args):
-    model = model_fn(params, *model_args)
+    model = models.adapt(model_fn(params, *model_args))
     q = map_over_examples(
-        lambda indices: jax.vmap(functools.partial(posterior, model))(
-            x[indices], _example_keys(key, indices)),
+        lambda indices: jax.vmap(model.posterior)(x[indices],
+                                                  _example_keys(key, indices)),
         x.shape[0], batch_size)
-    layers = elbo_lib.latent_layers(model)
-    if layers > 1:
-      return _active_per_layer(model, q.mean, layers, batch_size), None
+    if model.layers > 1:
+      return _active_per_layer(model, q.mean, key, batch_size), None
     active = jnp.sum(jnp.var(q.mean, axis=0) > ACTIVE_UNIT_THRESHOLD)
-    return active, _mean_kl_per_dim(q, model.prior() if hasattr(model, 'prior') else None)
+    return active, _mean_kl_per_dim(q, model.prior())
 
   return latent_stats
 
 
-def _active_per_layer(model, means, layers, batch_size):
-  """`[layers]` active units of each stochastic layer, bottom up.
+def _active_per_layer(model, means, key, batch_size):
+  """`[L]` active units of each stochastic layer of the adapted `model`, bottom up.
 
   E[z_l|x] for l >= 2 is taken through the chain of means: the mean of
   q(z_l | E[z_{l-1}|x]) (not the expectation over z_{l-1}, which would need
-  draws and add their noise to the variance over x).
+  draws and add their noise to the variance over x). A layer of its own
+  randomness gets example i's key `fold_in(fold_in(key, i), layer)`.
   """
   counts = [jnp.sum(jnp.var(means, axis=0) > ACTIVE_UNIT_THRESHOLD)]
-  for layer in range(2, layers + 1):
+  for layer in range(2, model.layers + 1):
     means = map_over_examples(
         lambda indices, means=means, layer=layer: jax.vmap(
-            lambda z: distributions.as_distribution(
-                model.encode_layer(layer, z)).mean)(means[indices]),
+            lambda z, k: model.posterior_layer(
+                layer, z, jax.random.fold_in(k, layer)).mean)(
+                    means[indices], _example_keys(key, indices)),
         means.shape[0], batch_size)
     counts.append(jnp.sum(jnp.var(means, axis=0) > ACTIVE_UNIT_THRESHOLD))
   return jnp.stack(counts)
@@ -223,18 +241,19 @@ def save_images(path, model, test_x, samples_key, latent_dim, value_range):
   Needs the model's `mean_image(z)` (E[x|z]), as `nets.VAE` has; a model
   without it gets no images.
   """
-  if not hasattr(model, 'mean_image'):
+  model = models.adapt(model)
+  if model.mean_image is None:
     return
   # Eager: 16 and 64 examples, once per run; a jit of these closures over
   # the model would compile anew for every member of a sweep.
   decode = jax.vmap(model.mean_image)
   reconstruct = jax.vmap(
-      lambda x: model.mean_image(posterior(model, x, samples_key).mean))
+      lambda x: model.mean_image(model.posterior(x, samples_key).mean))
   save = functools.partial(plots.save_grid, value_range=value_range)
   originals = test_x[:16]
   save(path / 'reconstructions.png',
        jnp.concatenate([originals, reconstruct(originals)]), num_cols=16)
-  z = nets.prior_draws(model, samples_key, 64, latent_dim)
+  z = model.prior_draws(samples_key, 64, latent_dim)
   save(path / 'samples.png', decode(z), num_cols=8)
   if latent_dim == 2:
     z, grid = manifold_latents(model, samples_key, 20)
@@ -256,18 +275,17 @@ def manifold_latents(model, key, num_per_side):
   Gaussian m + s Phi^-1; otherwise (a VampPrior's mixture, z_1 of a
   two-layer model) the quantiles of `MANIFOLD_PRIOR_DRAWS` draws from `key`.
   """
+  model = models.adapt(model)
   q = plots.manifold_quantiles(num_per_side)
-  p = model.prior() if hasattr(model, 'prior') else None
-  if getattr(model, 'latent_layers', 1) == 1 and (
+  p = model.prior()
+  if model.layers == 1 and (
       p is None or isinstance(p, distributions.StandardNormal)):
     return plots.manifold_latents(num_per_side), 'N(0, I) quantiles'
-  if getattr(model, 'latent_layers', 1) == 1 and isinstance(
-      p, distributions.DiagonalGaussian):
+  if model.layers == 1 and isinstance(p, distributions.DiagonalGaussian):
     coords = (p.mean[None] + jnp.exp(0.5 * p.log_var)[None]
               * jax.scipy.special.ndtri(q)[:, None])  # [n, 2]
     return plots.grid_of(coords[:, 0], coords[:, 1]), 'prior quantiles'
-  draws = nets.prior_draws(model, jax.random.fold_in(key, 1),
-                           MANIFOLD_PRIOR_DRAWS, 2)
+  draws = model.prior_draws(jax.random.fold_in(key, 1), MANIFOLD_PRIOR_DRAWS, 2)
   coords = jnp.quantile(draws, q, axis=0)
   return (plots.grid_of(coords[:, 0], coords[:, 1]),
           f'quantiles of {MANIFOLD_PRIOR_DRAWS:,} prior draws')

@@ -1,15 +1,11 @@
 """Flax NNX VAEs: an MLP and a convolutional model, for one example at a time.
 
 The modules hold parameters only (no RNG streams, no losses) and implement the
-protocol of `vaejax.elbo`:
-
-  encode(x) -> q(z|x)             x `[H, W, C]`; (mean, log_var), each `[L]`,
-                                  or a `FullCovarianceGaussian`
-  log_likelihood(x, z) -> scalar  log p(x|z)
-  prior() -> p(z)                 N(0, I), a learned diagonal Gaussian, or
-                                  the VampPrior
-  decode(z) -> `[H, W, C]`        Bernoulli logits, or the Gaussian mean
-  sample(key, num) -> `[num, H, W, C]`  decoder means at z ~ p(z)
+model protocol (`vaejax.models`), x `[H, W, C]`: `encode` gives (mean,
+log_var) or a `FullCovarianceGaussian`, `prior()` N(0, I), a learned
+diagonal Gaussian or the VampPrior, `mean_image(z)` E[x|z]; besides,
+`decode(z)` gives the Bernoulli logits or the Gaussian mean `[H, W, C]` and
+`sample(key, num)` the decoder means at `num` draws of z ~ p(z).
 
 Batch with `jax.vmap`; `nnx.split(model, nnx.Param)` gives the trainable
 arrays. Expressible architectures include the Flax example (784-500-20, ReLU),
@@ -210,29 +206,9 @@ class VAE(nnx.Module):
 
   def sample(self, key, num):
     """Decoder means at `num` draws from the prior, `[num, H, W, C]`."""
-    return jax.vmap(self.mean_image)(prior_draws(self, key, num, self.latent_dim))
-
-
-def prior_draws(model, key, num, latent_dim):
-  """`[num, latent_dim]` draws of z from `model.prior()` (of z_1 through the
-  chain, for a model of several stochastic layers).
-
-  N(0, I), also for a model without `prior`, draws `jax.random.normal(key,
-  (num, latent_dim))`, as vaejax always has for its sample images.
-  """
-  layers = getattr(model, 'latent_layers', 1)
-  if layers > 1:  # ancestral: z_L ~ p(z_L), then z_l ~ p(z_l|z_{l+1}) down to z_1
-    keys = jax.random.split(key, layers)
-    z = model.prior().sample(keys[-1], num)
-    for layer in range(layers - 1, 0, -1):
-      draw = lambda z, k, layer=layer: distributions.as_distribution(
-          model.prior_layer(layer, z)).sample(k)
-      z = jax.vmap(draw)(z, jax.random.split(keys[layer - 1], num))
-    return z
-  p = model.prior() if hasattr(model, 'prior') else None
-  if p is None or isinstance(p, distributions.StandardNormal):
-    return jax.random.normal(key, (num, latent_dim))
-  return p.sample(key, num)
+    from vaejax import models  # pylint: disable=g-import-not-at-top  (models builds nets)
+    return jax.vmap(self.mean_image)(
+        models.adapt(self).prior_draws(key, num, self.latent_dim))
 
 
 def _flatten(x):
@@ -317,7 +293,7 @@ class TwoLayerMLPVAE(MLPVAE):
   encoder, q(z_2|z_1) a diagonal Gaussian from an MLP (z_1 ->
   `top_hidden_dims` -> mean and log-variance of z_2). Log-variances are
   bounded as the encoder's (`bound_log_var`). The model implements the
-  layered protocol of `vaejax.elbo` (`latent_layers = 2`).
+  layered protocol of `vaejax.models` (`latent_layers = 2`).
   """
 
   latent_layers = 2

@@ -91,30 +91,35 @@ class MaskedLatents:
   """A model with latent dimensions where `mask` is 0 switched off.
 
   There the posterior and the prior are N(0, 1) (no KL) and z is zeroed
-  before the decoder (no input, no gradient). A `key` given to a method
-  reaches the model's method unchanged, if it takes one.
+  before the decoder (no input, no gradient). `model` goes through the
+  adapter (`models.adapt`), so its encoder may return `(mean, log_var)` or a
+  Gaussian, and a method of its own randomness gets the key it is given.
   """
 
   def __init__(self, model, mask):
-    self.model = model
+    self.model = models.adapt(model)
     self.mask = mask
-    if hasattr(model, 'prior'):
+    if self.model.has_prior:
       self.prior = self._prior
 
-  def encode(self, x, *, key=None):
-    encoded = _call(self.model.encode, x, key=key)
+  def encode(self, x, *, key):
+    q = self.model.encode(x, key)  # the key as given, as a standalone encoder's
     on = self.mask > 0
-    if isinstance(encoded, distributions.FullCovarianceGaussian):
+    if isinstance(q, distributions.FullCovarianceGaussian):
       both = on[:, None] & on[None, :]
-      eye = jnp.eye(self.mask.shape[0], dtype=encoded.scale_tril.dtype)
+      eye = jnp.eye(self.mask.shape[0], dtype=q.scale_tril.dtype)
       return distributions.FullCovarianceGaussian(
-          jnp.where(on, encoded.mean, 0.0), jnp.where(both, encoded.scale_tril, eye))
-    mean, log_var = encoded
-    return jnp.where(on, mean, 0.0), jnp.where(on, log_var, 0.0)
+          jnp.where(on, q.mean, 0.0), jnp.where(both, q.scale_tril, eye))
+    if isinstance(q, distributions.DiagonalGaussian):
+      return distributions.DiagonalGaussian(jnp.where(on, q.mean, 0.0),
+                                            jnp.where(on, q.log_var, 0.0))
+    raise TypeError(f'a vectorised sweep cannot pad a {type(q).__name__} posterior')
 
   def _prior(self):
     p = self.model.prior()
     on = self.mask > 0
+    if isinstance(p, distributions.StandardNormal):
+      return p
     if isinstance(p, distributions.DiagonalGaussian):
       return distributions.DiagonalGaussian(jnp.where(on, p.mean, 0.0),
                                             jnp.where(on, p.log_var, 0.0))
@@ -122,13 +127,7 @@ class MaskedLatents:
       return distributions.MixtureOfDiagonalGaussians(
           jnp.where(on[None], p.means, 0.0), jnp.where(on[None], p.log_vars, 0.0),
           p.logits)
-    if isinstance(p, distributions.StandardNormal):
-      return p
     raise TypeError(f'a vectorised sweep cannot pad a {type(p).__name__} prior')
 
-  def log_likelihood(self, x, z, *, key=None):
-    return _call(self.model.log_likelihood, x, z * self.mask, key=key)
-
-
-def _call(method, *args, key):
-  return method(*args, key=key) if models.takes_key(method) else method(*args)
+  def log_likelihood(self, x, z, *, key):
+    return self.model.log_likelihood(x, z * self.mask, key)
