@@ -383,11 +383,20 @@ def test_kl_warmup_is_linear_then_constant(tmp_path):
   assert float(optim.kl_weight(small_config(tmp_path), 0, 10)) == 1.0
 
 
-@pytest.mark.parametrize('objective, num_samples', [('elbo', 3), ('iwae', 3)])
+@pytest.mark.parametrize('objective, num_samples', [('elbo', 3), ('iwae', 3),
+                                                     ('half_kl', 2)])
 def test_train_step_takes_the_gradient_of_the_configured_objective(
-    tmp_path, objective, num_samples):
+    tmp_path, objective, num_samples, monkeypatch):
+  # half_kl: an objective of the user's, registered.
+  monkeypatch.setattr(objectives, 'OBJECTIVES', dict(objectives.OBJECTIVES))
+  objectives.register_objective('half_kl', lambda config, steps: objectives.elbo_loss(
+      num_samples=config.num_samples, beta=0.5, analytic_kl=False))
+  with pytest.raises(ValueError, match='already registered'):
+    objectives.register_objective('half_kl', objectives.elbo_loss)
   config = small_config(tmp_path, objective=objective, num_samples=num_samples,
                         optimizer='adagrad', analytic_kl=False)
+  if objective == 'half_kl':  # accepted by the flags once registered
+    config_lib.validate(config)
   graphdef, optimizer, state = train.initial_state(config, 10)
   model_fn = functools.partial(nnx.merge, graphdef)
   x = data.load('linear_gaussian').train[:100]
@@ -398,6 +407,7 @@ def test_train_step_takes_the_gradient_of_the_configured_objective(
     if objective == 'iwae':
       return vaejax.negative_iwae_bound(model, x, key, num_samples=num_samples)[0]
     return vaejax.negative_elbo(model, x, key, num_samples=num_samples,
+                                beta=0.5 if objective == 'half_kl' else 1.0,
                                 analytic_kl=False)[0]
 
   train_step = jax.jit(step_lib.make_train_step(

@@ -331,7 +331,7 @@ def validate(config):
                       '--noanalytic_kl (the KL estimated from the draws)')
   _check_choice('optimizer', c.optimizer, ('adam', 'adamw', 'adagrad'))
   _check_choice('lr_schedule', c.lr_schedule, LR_SCHEDULES)
-  _check_choice('objective', c.objective, objectives.OBJECTIVES)
+  _check_choice('objective', c.objective, tuple(objectives.OBJECTIVES))
   _check_positive('latent_dim', c.latent_dim)
   _check_positive('num_epochs', c.num_epochs)
   _check_positive('batch_size', c.batch_size)

@@ -4,13 +4,16 @@ The train step differentiates whatever loss function it is given; a new
 objective is a new function of this signature, not a change to the trainer.
 `key` is the step's key (the batch's draws come from it) and `step` the
 global step, for objectives that change over training (a KL warm-up).
+
+`--objective` names one of `OBJECTIVES`, each a factory `(config,
+steps_per_epoch) -> loss_fn`; `register_objective` adds one, as
+`models.register_architecture` adds a network, without touching the
+trainer, and the flag then accepts it.
 """
 
 from vaejax import optim
 from vaejax.elbo import negative_elbo
 from vaejax.elbo import negative_iwae_bound
-
-OBJECTIVES = ('elbo', 'iwae')
 
 
 def elbo_loss(*, num_samples=1, beta=1.0, analytic_kl=True):
@@ -47,10 +50,34 @@ def iwae_loss(*, num_samples):
   return loss_fn
 
 
-def from_config(config, steps_per_epoch):
-  """The loss of `config.objective`, with its KL warm-up in steps."""
-  if config.objective == 'iwae':
-    return iwae_loss(num_samples=config.num_samples)
+def _elbo(config, steps_per_epoch):
   return elbo_loss(
       num_samples=config.num_samples, analytic_kl=config.analytic_kl,
       beta=lambda step: optim.kl_weight(config, step, steps_per_epoch))
+
+
+def _iwae(config, steps_per_epoch):
+  del steps_per_epoch
+  return iwae_loss(num_samples=config.num_samples)
+
+
+# --objective -> factory(config, steps_per_epoch) returning a loss_fn.
+OBJECTIVES = {'elbo': _elbo, 'iwae': _iwae}
+BUILT_IN_OBJECTIVES = tuple(OBJECTIVES)
+
+
+def register_objective(name, factory):
+  """Adds `factory(config, steps_per_epoch) -> loss_fn` as `--objective=name`.
+
+  `loss_fn(model, batch, key, step) -> (loss, aux)`, with `model` a model
+  of the protocol (`vaejax.models`), `batch` `[B, ...]` and `step` the
+  global step; the trainer differentiates `loss` and logs its mean.
+  """
+  if name in OBJECTIVES:
+    raise ValueError(f'objective {name!r} is already registered')
+  OBJECTIVES[name] = factory
+
+
+def from_config(config, steps_per_epoch):
+  """The loss of `config.objective` (with an ELBO's KL warm-up in steps)."""
+  return OBJECTIVES[config.objective](config, steps_per_epoch)
