@@ -1,19 +1,20 @@
 """vaejax: variational autoencoders in JAX and Flax NNX."""
 
 from vaejax import distributions  # noqa: F401  (the module, vaejax.distributions)
-from vaejax import elbo  # the module, which called is the function elbo
+from vaejax import bounds  # noqa: F401  (the module, vaejax.bounds)
 from vaejax.distributions import DiagonalGaussian
 from vaejax.distributions import FullCovarianceGaussian
 from vaejax.distributions import MixtureOfDiagonalGaussians
 from vaejax.distributions import StandardNormal
 from vaejax.distributions import kl_divergence
-from vaejax.elbo import ElboTerms
-from vaejax.elbo import elbo_and_kl_per_layer
-from vaejax.elbo import iwae_bound
-from vaejax.elbo import log_importance_weights
-from vaejax.elbo import negative_elbo
-from vaejax.elbo import negative_iwae_bound
-from vaejax.elbo import reparameterize
+from vaejax.bounds import ElboTerms
+from vaejax.bounds import elbo
+from vaejax.bounds import elbo_and_kl_per_layer
+from vaejax.bounds import iwae_bound
+from vaejax.bounds import log_importance_weights
+from vaejax.bounds import negative_elbo
+from vaejax.bounds import negative_iwae_bound
+from vaejax.bounds import reparameterize
 from vaejax.kl import diag_gaussian_kl
 from vaejax.kl import gaussian_kl
 from vaejax.kl import gaussian_kl_tril

@@ -19,8 +19,8 @@ from vaejax import distributions
 from vaejax import kl as kl_lib
 from vaejax import models
 from vaejax import plots
-from vaejax.elbo import elbo_and_kl_per_layer
-from vaejax.elbo import iwae_bound
+from vaejax.bounds import elbo_and_kl_per_layer
+from vaejax.bounds import iwae_bound
 
 # Burda et al. (2015): a unit is active when Var_x(E_q[z_u | x]) > 0.01,
 # counted (in their code) over the first 500 training images; vaejax also
@@ -96,7 +96,7 @@ def make_iwae(model_fn, num_samples, chunk_size):
   K > chunk_size, each example's K draws are weighed `chunk_size` at a time
   (`iwae_bound(..., chunk_size=)`), so memory is bounded whatever K. The
   chunking changes no draw: each example's bound is
-  `elbo.iwae_bound(model, x, key_x, K)` up to rounding.
+  `bounds.iwae_bound(model, x, key_x, K)` up to rounding.
   """
   samples_per_chunk = min(num_samples, chunk_size)
   examples_per_chunk = max(1, chunk_size // samples_per_chunk)

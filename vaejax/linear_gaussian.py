@@ -212,8 +212,8 @@ class LinearGaussianChain(NamedTuple):
   p(z_1, z_2 | x) = p(z_1|x) p(z_2|z_1) (x depends on z_2 only through z_1),
   both full-covariance Gaussians, and the model's inference chain is
   exactly that: `encode` is p(z_1|x), `encode_layer(2, z_1)` is p(z_2|z_1).
-  With it every log importance weight of `vaejax.elbo` is log p(x); the
-  model follows the layered protocol of `vaejax.elbo`.
+  With it every log importance weight of `vaejax.bounds` is log p(x); the
+  model follows the layered protocol of `vaejax.models`.
 
   Attributes:
     weight: `[D, L1]` W.

@@ -12,12 +12,12 @@ trainer, and the flag then accepts it.
 """
 
 from vaejax import optim
-from vaejax.elbo import negative_elbo
-from vaejax.elbo import negative_iwae_bound
+from vaejax.bounds import negative_elbo
+from vaejax.bounds import negative_iwae_bound
 
 
 def elbo_loss(*, num_samples=1, beta=1.0, analytic_kl=True):
-  """-ELBO averaged over the batch (`elbo.negative_elbo`).
+  """-ELBO averaged over the batch (`bounds.negative_elbo`).
 
   Args:
     num_samples: draws of z per example.
@@ -37,7 +37,7 @@ def elbo_loss(*, num_samples=1, beta=1.0, analytic_kl=True):
 
 
 def iwae_loss(*, num_samples):
-  """-L_K averaged over the batch (`elbo.negative_iwae_bound`, Burda et al. 2015).
+  """-L_K averaged over the batch (`bounds.negative_iwae_bound`, Burda et al. 2015).
 
   Returns:
     `loss_fn(model, batch, key, step) -> (loss, [B] bounds)`.

@@ -1,4 +1,4 @@
-"""The evidence lower bound and the importance-weighted bound.
+"""The bounds: the evidence lower bound and the importance-weighted bound.
 
 For a latent-variable model p(x, z) = p(x|z) p(z) and an approximate posterior
 q(z|x),
@@ -42,11 +42,8 @@ exact posterior, for which every log importance weight is log p(x).)
 """
 
 import functools
-import inspect
 import math
 import numbers
-import sys
-import types
 from typing import NamedTuple
 
 import jax
@@ -405,20 +402,3 @@ def negative_iwae_bound(model, batch, key, *, num_samples):
   bounds = jax.vmap(functools.partial(iwae_bound, model,
                                       num_samples=num_samples))(batch, keys)
   return -jnp.mean(bounds), bounds
-
-
-class _CallableModule(types.ModuleType):
-  """`vaejax.elbo` is this module and, called, the function `elbo`.
-
-  The package exports the module under the function's name, so both
-  spellings a user tries work: `vaejax.elbo(model, x, key)` and
-  `vaejax.elbo.iwae_bound(...)` (a function exported as `vaejax.elbo`
-  would hide the module's other names).
-  """
-
-  def __call__(self, *args, **kwargs):
-    return elbo(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-sys.modules[__name__].__signature__ = inspect.signature(elbo)
