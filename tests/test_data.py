@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.request
 
 import jax
 import numpy as np
@@ -19,7 +20,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 def test_linear_gaussian_is_fixed_and_its_log_marginal_is_the_models():
   first = data.load('linear_gaussian')
-  data._generated.cache_clear()  # pylint: disable=protected-access
+  data.generated._generated.cache_clear()  # pylint: disable=protected-access
   again = data.load('linear_gaussian')  # generated afresh
   spec = first.spec
   for split, size in zip(('train', 'valid', 'test'), spec.sizes):
@@ -82,7 +83,7 @@ def test_no_network_and_no_files_fail_at_once(tmp_path, monkeypatch):
   def no_network(*args, **kwargs):
     raise urllib.error.URLError('Name or service not known')
 
-  monkeypatch.setattr(data.urllib.request, 'urlopen', no_network)
+  monkeypatch.setattr(urllib.request, 'urlopen', no_network)
   with pytest.raises(data.DataError) as error:
     data.load('mnist', tfds_data_dir=tmp_path)
   message = str(error.value)
