@@ -198,11 +198,6 @@ def _analytic(model, analytic_kl, q1, p, z1, layer_keys):
   return True
 
 
-def latent_layers(model):
-  """The number of stochastic layers: `model.latent_layers`, else 1."""
-  return models.adapt(model).layers
-
-
 def _elbo_and_layer_kls(model, x, key, num_samples, beta, analytic_kl):
   chain = _chain(model, x, key, num_samples, analytic_kl)
   log_likelihoods, log_ratios, top_kls = chain.weigh(chain.draws)
