@@ -35,6 +35,7 @@ def x(model):
   return model.sample(jax.random.key(1), 1)[0]
 
 
+@pytest.mark.jax_defaults  # as user code runs it
 def test_elbo_terms_unpack_into_three_names_and_subtract_field_by_field(model, x):
   terms = vaejax.elbo(model, x, jax.random.key(2), num_samples=3)
   elbo, log_likelihood, kl = terms
@@ -65,6 +66,7 @@ class WithPrior(vaejax.LinearGaussian):
     return LogProbOnlyPrior()
 
 
+@pytest.mark.jax_defaults
 def test_a_prior_of_only_log_prob_serves_the_estimated_kl(model, x):
   with_prior = WithPrior(*model)
   key = jax.random.key(6)
@@ -78,6 +80,9 @@ def test_a_prior_of_only_log_prob_serves_the_estimated_kl(model, x):
   with pytest.raises(TypeError, match='none for q DiagonalGaussian || p '
                      'LogProbOnlyPrior: use analytic_kl=False'):
     vaejax.elbo(with_prior, x, key, analytic_kl=True)
+  # Drawing from it needs a sample: one line says so.
+  with pytest.raises(TypeError, match='LogProbOnlyPrior without sample'):
+    models.adapt(with_prior).prior_draws(key, 4, 3)
 
 
 @dataclasses.dataclass

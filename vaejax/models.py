@@ -169,6 +169,10 @@ class Adapted:
     randomness gets a key per draw.
     """
     p = self.prior()
+    if p is not None and not callable(getattr(p, 'sample', None)):
+      raise TypeError(f'model.prior() returned a {type(p).__name__} without '
+                      'sample(key, num_samples); drawing from the model (the '
+                      "trainer's sample images) needs it (vaejax.models)")
     if self.layers == 1:
       if p is None or isinstance(p, distributions.StandardNormal):
         return jax.random.normal(key, (num, latent_dim))
