@@ -9,6 +9,7 @@ returns a distribution.
 
 import dataclasses
 import functools
+import json
 
 from flax import nnx
 import jax
@@ -20,9 +21,11 @@ import vaejax
 from vaejax import config as config_lib
 from vaejax import distributions as dist
 from vaejax import evaluation
+from vaejax import heads
 from vaejax import linear_gaussian as lg
 from vaejax import models
 from vaejax import sweep
+from vaejax import train
 
 
 @pytest.fixture(scope='module')
@@ -203,3 +206,41 @@ def test_no_module_but_the_adapter_inspects_a_model():
     for pattern in ('hasattr(model', 'getattr(model', 'takes_key(',
                     "'latent_layers', 1"):
       assert pattern not in text, (path.name, pattern)
+
+
+class SoftplusScaleHead(heads.PosteriorHead):
+  """A user's posterior head: q = N(mean, diag(std^2)) with std =
+  softplus(raw_k) * softplus(shared), from [mean; raw; shared], blocks
+  (k, k, 1) that no head of the library has."""
+
+  @property
+  def blocks(self):
+    return (self.latent_dim, self.latent_dim, 1)
+
+  def __call__(self, model, raw):
+    k = self.latent_dim
+    mean, scale, shared = jnp.split(raw, [k, 2 * k])
+    std = jax.nn.softplus(scale) * jax.nn.softplus(shared)
+    return dist.DiagonalGaussian(mean, 2 * jnp.log(std))
+
+
+def test_a_registered_posterior_head_trains_alone_and_in_a_vectorised_sweep(
+    tmp_path, monkeypatch):
+  monkeypatch.setattr(heads, 'POSTERIOR_HEADS', dict(heads.POSTERIOR_HEADS))
+  heads.register_posterior_head(
+      'softplus', lambda model, rngs: SoftplusScaleHead(model.latent_dim))
+  config = functools.partial(
+      config_lib.TrainConfig, dataset='linear_gaussian', likelihood='gaussian',
+      posterior='softplus', hidden_dims=(8,), batch_size=100, num_epochs=1,
+      eval_iwae_samples=4, progress=False)
+  model = models.build_model(config(workdir='unused', latent_dim=3),
+                             jax.random.key(0))
+  assert model.encoder.layers[-1].out_features == 7
+  flags = sweep.SweepFlags(latent_dims=(1, 3), seeds=(0,), vectorize=True)
+  rows = sweep.run(config(workdir=str(tmp_path / 'sweep')), flags,
+                   log=lambda *_: None)
+  train.train_and_evaluate(config(workdir=str(tmp_path / 'alone'), latent_dim=3))
+  alone = json.loads((tmp_path / 'alone' / 'results.json').read_text())
+  assert [r['latent_dim'] for r in rows] == [1, 3]
+  for name in ('test_elbo', 'test_log_likelihood', 'test_nll_iwae'):
+    np.testing.assert_allclose(rows[1][name], alone[name], rtol=2e-5)

@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 
 from vaejax import data
+from vaejax import heads
 from vaejax import models
 from vaejax import nets
 from vaejax import objectives
@@ -319,11 +320,11 @@ def validate(config):
     raise ConfigError(f'--output_bias=data_mean sets the output layer of '
                       f'vaejax\'s networks ({", ".join(BUILT_IN_ARCHITECTURES)}), '
                       f'not of --architecture={c.architecture}')
-  _check_choice('likelihood', c.likelihood, nets.LIKELIHOODS)
-  _check_choice('posterior', c.posterior, nets.POSTERIORS)
-  _check_choice('prior', c.prior, nets.PRIORS)
+  _check_choice('likelihood', c.likelihood, tuple(heads.OBSERVATION_HEADS))
+  _check_choice('posterior', c.posterior, tuple(heads.POSTERIOR_HEADS))
+  _check_choice('prior', c.prior, tuple(heads.PRIOR_HEADS))
   _check_positive('vamp_components', c.vamp_components)
-  if c.prior == 'vamp' and c.posterior != 'diagonal':
+  if c.prior == 'vamp' and c.posterior == 'full_covariance':
     raise ConfigError('--prior=vamp is a mixture of diagonal posteriors: it '
                       'needs --posterior=diagonal')
   if c.prior == 'vamp' and c.objective == 'elbo' and c.analytic_kl:

@@ -60,6 +60,7 @@ import jax.numpy as jnp
 
 from vaejax import checks
 from vaejax import distributions
+from vaejax import heads
 from vaejax import nets
 
 # fold_in tag of the key given to an encoder of its own randomness; far from
@@ -124,6 +125,27 @@ class Adapted:
     self._prior = getattr(model, 'prior', None)
     self.has_prior = self._prior is not None
     self.mean_image = getattr(model, 'mean_image', None)
+    self._posterior_head = getattr(model, 'posterior_head', None)
+    self._prior_head = getattr(model, 'prior_head', None)
+
+  @property
+  def posterior_blocks(self):
+    """The layout of the encoder's raw output (`vaejax.heads`), or None for
+    a model without a posterior head."""
+    return None if self._posterior_head is None else self._posterior_head.blocks
+
+  def masked_posterior(self, q, on):
+    """q with the dimensions where `on` is False N(0, 1): by the model's
+    posterior head, else for the library's Gaussians."""
+    if self._posterior_head is None:
+      return heads.mask_posterior(q, on)
+    return self._posterior_head.masked(q, on)
+
+  def masked_prior(self, p, on):
+    """The prior `p` with the dimensions where `on` is False N(0, 1)."""
+    if self._prior_head is None:
+      return heads.mask_prior(p, on)
+    return self._prior_head.masked(p, on)
 
   def posterior(self, x, key):
     """q(z_1|x) for draws from `key`: an encoder of its own randomness gets
@@ -326,5 +348,10 @@ def graphdef_of(config):
   Traced abstractly (`nnx.eval_shape`): no parameter is initialised, which
   for the usual sizes takes seconds where this takes milliseconds.
   """
-  abstract = nnx.eval_shape(lambda: build_model(config, jax.random.key(0)))
-  return nnx.split(abstract, nnx.Param)[0]
+  return nnx.split(abstract_model(config), nnx.Param)[0]
+
+
+def abstract_model(config):
+  """`config`'s model with shapes for arrays (`nnx.eval_shape`): its
+  structure and heads, with no parameter initialised."""
+  return nnx.eval_shape(lambda: build_model(config, jax.random.key(0)))

@@ -1,9 +1,12 @@
-"""Flax NNX VAEs: an MLP and a convolutional model, for one example at a time.
+"""Flax NNX VAEs: an MLP, a convolutional and a linear model, for one example at a time.
 
 The modules hold parameters only (no RNG streams, no losses) and implement the
-model protocol (`vaejax.models`), x `[H, W, C]`: `encode` gives (mean,
-log_var) or a `FullCovarianceGaussian`, `prior()` N(0, I), a learned
-diagonal Gaussian or the VampPrior, `mean_image(z)` E[x|z]; besides,
+model protocol (`vaejax.models`), x `[H, W, C]`, from an encoder, a decoder
+and the posterior, prior and observation heads named by `posterior`,
+`prior` and `likelihood` (`vaejax.heads`, whose registries take new ones):
+`encode` gives (mean, log_var) or a `FullCovarianceGaussian`, `prior()`
+N(0, I), a learned diagonal Gaussian or the VampPrior, `mean_image(z)`
+E[x|z]; besides,
 `decode(z)` gives the Bernoulli logits or the Gaussian mean `[H, W, C]` and
 `sample(key, num)` the decoder means at `num` draws of z ~ p(z).
 
@@ -21,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from vaejax import distributions
-from vaejax import likelihoods
+from vaejax import heads
 
 ACTIVATIONS = {
     'relu': jax.nn.relu,
@@ -46,127 +49,58 @@ KERNEL_INITS = {
 PYTORCH_DEFAULT = 'pytorch_default'
 INITS = (*KERNEL_INITS, PYTORCH_DEFAULT)
 
+# The names the built-in heads answer to (`vaejax.heads`, which also holds the
+# registries that users extend).
 LIKELIHOODS = ('bernoulli', 'gaussian')
 POSTERIORS = ('diagonal', 'full_covariance')
 PRIORS = ('standard_normal', 'learned_diagonal', 'vamp')
 
-# VampPrior pseudo-inputs: free parameters initialised N(0.05, 0.01^2), seen
-# through clip(u, 0, 1) where the data are pixels in [0, 1] (Tomczak &
-# Welling's hardtanh), as the reference code's MNIST loaders set them
-# (utils/load_data.py; its command-line default mean, -0.05, which they
-# override, would start every pixel below the clip, where no gradient passes).
-PSEUDO_INPUT_INIT = (0.05, 0.01)
-
-
-def encoder_size(latent_dim, posterior):
-  """The encoder's output size: mean and log-variance, plus for a full
-  covariance the L (L - 1) / 2 entries below the Cholesky factor's diagonal."""
-  extra = latent_dim * (latent_dim - 1) // 2 if posterior == 'full_covariance' else 0
-  return 2 * latent_dim + extra
-
-
-def full_covariance_posterior(raw, latent_dim):
-  """`FullCovarianceGaussian` from an encoder output `[encoder_size]`.
-
-  The factor's diagonal is exp(log_var / 2), log_var through `bound_log_var`
-  (the same bounded range as the diagonal posterior, so nothing overflows);
-  the entries below it are the outputs themselves, row by row.
-  """
-  mean, log_var, lower = jnp.split(raw, [latent_dim, 2 * latent_dim])
-  rows, cols = jnp.tril_indices(latent_dim, -1)
-  scale_tril = jnp.diag(jnp.exp(0.5 * bound_log_var(log_var)))
-  return distributions.FullCovarianceGaussian(mean, scale_tril.at[rows, cols].set(lower))
-
-# The encoder's log-variance is the identity of the network's output on this
-# range and saturates within 1 beyond it (`bound_log_var`).
-LOG_VAR_MIN, LOG_VAR_MAX = -30.0, 20.0
-
-# The learned observation log-variance of the Gaussian likelihood has a floor:
-# identity above log(1e-4) (a standard deviation of 0.01, 2.55 grey levels
-# of 255), saturating within 1 below. Without one, a pixel that is the same
-# in every training image (67 of MNIST's are 0 throughout) has a density
-# without a maximum: its variance shrinks for ever and the "ELBO" rises
-# without limit, then overflows. With it, one pixel adds at most
-# -1/2 (log 2 pi + OBSERVATION_LOG_VAR_MIN - 1) = 4.19 nats to log p(x|z).
-OBSERVATION_LOG_VAR_MIN = math.log(1e-4)
-
-
-def bound_log_var(raw, low=LOG_VAR_MIN, high=LOG_VAR_MAX):
-  """The identity on [low, high]; beyond, `high + tanh(raw - high)` (and below).
-
-  Smooth (value and slope 1 match at the ends) and bounded to
-  [low - 1, high + 1], so exp(log_var) <= e^21 cannot overflow float32 and
-  -log_var, the KL's term, stays finite; beyond an end the slope,
-  1 - tanh^2, fades but does not stop at once (a hard clip would), so an
-  output pushed a little past an end still gets gradients that can bring
-  it back. Inside the range the value is the input bit for bit: models that
-  stay there train exactly as without the bound.
-  """
-  return jnp.where(raw > high, high + jnp.tanh(raw - high),
-                   jnp.where(raw < low, low + jnp.tanh(raw - low), raw))
+bound_log_var = heads.bound_log_var
+LOG_VAR_MIN, LOG_VAR_MAX = heads.LOG_VAR_MIN, heads.LOG_VAR_MAX
+OBSERVATION_LOG_VAR_MIN = heads.OBSERVATION_LOG_VAR_MIN
+PSEUDO_INPUT_INIT = heads.PSEUDO_INPUT_INIT
 
 
 class VAE(nnx.Module):
-  """Shared posterior, prior, likelihood and protocol; subclasses build
-  `encoder` and `decoder`.
+  """The protocol's methods from an encoder, a decoder and three heads.
 
-  `encoder` maps one example to `[encoder_size(L, posterior)]` (mean, then
-  log-variance, then for a full covariance the factor's entries below the
-  diagonal); `decoder` maps `[L]` to the data shape. For the Gaussian
-  likelihood the observation log-variance is a learned per-pixel parameter
-  (independent of z) or fixed. The prior is N(0, I), a diagonal Gaussian
-  with learned mean and log-variance (starting at N(0, I)), or the VampPrior
-  (Tomczak & Welling 2018): the uniform mixture of the posteriors at
-  `vamp_components` learned pseudo-inputs.
+  Subclasses build `encoder`, one example to the posterior head's raw
+  output `[posterior_head.size]`, and `decoder`, `[L]` to the data shape.
+  The heads come from the registries of `vaejax.heads` by name:
+  `likelihood` (observation head: 'bernoulli', or 'gaussian' with the
+  observation log-variance a learned per-pixel parameter, independent of z,
+  or fixed at log `gaussian_variance`), `prior` (prior head: N(0, I), a
+  diagonal Gaussian with learned mean and log-variance starting at N(0, I),
+  or the VampPrior of Tomczak & Welling 2018, the uniform mixture of the
+  posteriors at `vamp_components` learned pseudo-inputs) and `posterior`
+  (posterior head: 'diagonal' or 'full_covariance').
   """
 
   def __init__(self, data_shape, latent_dim, likelihood, gaussian_variance,
                posterior='diagonal', prior='standard_normal', vamp_components=500,
                rngs=None):
-    if likelihood not in LIKELIHOODS:
-      raise ValueError(f'unknown likelihood {likelihood!r}; known: {LIKELIHOODS}')
-    if posterior not in POSTERIORS or prior not in PRIORS:
-      raise ValueError(f'posterior {posterior!r} / prior {prior!r}: known are '
-                       f'{POSTERIORS} / {PRIORS}')
-    if prior == 'vamp' and posterior != 'diagonal':
-      raise ValueError('the VampPrior is a mixture of diagonal posteriors: it '
-                       'needs posterior="diagonal"')
     self.data_shape = tuple(data_shape)
     self.latent_dim = latent_dim
     self.likelihood = likelihood
     self.posterior = posterior
     self.prior_kind = prior
-    if likelihood == 'gaussian' and gaussian_variance == 'learned':
-      self.observation_log_var = nnx.Param(jnp.zeros(self.data_shape))
-    elif likelihood == 'gaussian':
-      self.observation_log_var = math.log(float(gaussian_variance))
-    if prior == 'learned_diagonal':
-      self.prior_mean = nnx.Param(jnp.zeros(latent_dim))
-      self.prior_log_var = nnx.Param(jnp.zeros(latent_dim))
-    elif prior == 'vamp':
-      mean, std = PSEUDO_INPUT_INIT
-      self.pseudo_inputs = nnx.Param(mean + std * jax.random.normal(
-          rngs.params(), (vamp_components, *self.data_shape)))
+    self.gaussian_variance = gaussian_variance
+    self.vamp_components = vamp_components
+    if prior == 'vamp' and posterior == 'full_covariance':
+      raise ValueError('the VampPrior is a mixture of diagonal posteriors: it '
+                       'needs a diagonal posterior')
+    self.observation_head = heads.build(heads.OBSERVATION_HEADS, 'likelihood',
+                                        likelihood, self, rngs)
+    self.prior_head = heads.build(heads.PRIOR_HEADS, 'prior', prior, self, rngs)
+    self.posterior_head = heads.build(heads.POSTERIOR_HEADS, 'posterior',
+                                      posterior, self, rngs)
 
   def encode(self, x):
-    raw = self.encoder(x)
-    if self.posterior == 'full_covariance':
-      return full_covariance_posterior(raw, self.latent_dim)
-    mean, log_var = jnp.split(raw, 2)
-    return mean, bound_log_var(log_var)
+    return self.posterior_head(self, self.encoder(x))
 
   def prior(self):
-    """p(z), the prior of `prior_kind`."""
-    if self.prior_kind == 'learned_diagonal':
-      return distributions.DiagonalGaussian(self.prior_mean[...],
-                                            bound_log_var(self.prior_log_var[...]))
-    if self.prior_kind == 'vamp':
-      pseudo_inputs = self.pseudo_inputs[...]
-      if self.likelihood == 'bernoulli':  # pixels in [0, 1]
-        pseudo_inputs = jnp.clip(pseudo_inputs, 0.0, 1.0)
-      means, log_vars = jax.vmap(self.encode)(pseudo_inputs)
-      return distributions.MixtureOfDiagonalGaussians.uniform(means, log_vars)
-    return distributions.StandardNormal(self.latent_dim)
+    """p(z), the prior head's."""
+    return self.prior_head(self)
 
   def decode(self, z):
     return self.decoder(z)
@@ -174,8 +108,8 @@ class VAE(nnx.Module):
   def set_output_bias(self, input_mean):
     """Starts the decoder's output at the data's mean, as Burda et al.'s code.
 
-    The output layer's bias becomes the likelihood's parameter at the mean
-    training input `input_mean` (`[H, W, C]`, in [0, 1] for Bernoulli):
+    The output layer's bias becomes the observation head's output at the
+    mean training input `input_mean` (`[H, W, C]`, in [0, 1] for Bernoulli):
     logit(clip(mean, 0.001, 0.999)) for Bernoulli logits, the mean itself for
     the Gaussian. A transposed convolution has a bias per channel: it gets
     the channel's mean over pixels.
@@ -185,24 +119,14 @@ class VAE(nnx.Module):
     mean = jnp.asarray(input_mean, jnp.float32)
     mean = (mean.reshape(-1) if layer.bias.shape == (mean.size,)
             else mean.reshape(-1, mean.shape[-1]).mean(axis=0))
-    if self.likelihood == 'bernoulli':
-      mean = jnp.clip(mean, 0.001, 0.999)
-      mean = jnp.log(mean) - jnp.log1p(-mean)  # the logit
-    layer.bias.set_value(mean.astype(layer.bias.dtype))
+    layer.bias.set_value(self.observation_head.output_at(mean).astype(layer.bias.dtype))
 
   def log_likelihood(self, x, z):
-    output = self.decode(z)
-    if self.likelihood == 'bernoulli':
-      return likelihoods.bernoulli_log_prob(output, x)
-    log_var = self.observation_log_var
-    if isinstance(log_var, nnx.Variable):  # learned: bounded below
-      log_var = bound_log_var(log_var[...], low=OBSERVATION_LOG_VAR_MIN)
-    return likelihoods.gaussian_log_prob(output, jnp.asarray(log_var, output.dtype), x)
+    return self.observation_head.log_prob(self, self.decode(z), x)
 
   def mean_image(self, z):
     """E[x|z]: pixel probabilities (Bernoulli) or the mean (Gaussian)."""
-    output = self.decode(z)
-    return jax.nn.sigmoid(output) if self.likelihood == 'bernoulli' else output
+    return self.observation_head.mean(self.decode(z))
 
   def sample(self, key, num):
     """Decoder means at `num` draws from the prior, `[num, H, W, C]`."""
@@ -269,7 +193,7 @@ class MLPVAE(VAE):
     data_dim = math.prod(self.data_shape)
     self.encoder = nnx.Sequential(
         _flatten, *_mlp_layers([data_dim, *hidden_dims], linear, act),
-        linear(hidden_dims[-1], encoder_size(latent_dim, posterior)))
+        linear(hidden_dims[-1], self.posterior_head.size))
     self.decoder = nnx.Sequential(
         *_mlp_layers([latent_dim, *reversed(hidden_dims)], linear, act),
         linear(hidden_dims[0], data_dim),
@@ -319,7 +243,7 @@ class TwoLayerMLPVAE(MLPVAE):
   @staticmethod
   def _diagonal(raw):
     mean, log_var = jnp.split(raw, 2)
-    return distributions.DiagonalGaussian(mean, bound_log_var(log_var))
+    return distributions.DiagonalGaussian(mean, heads.bound_log_var(log_var))
 
   def encode_layer(self, layer, z1):
     """q(z_2|z_1)."""
@@ -354,7 +278,7 @@ class LinearVAE(VAE):
     linear = _Layers(kernel_init, rngs).linear
     data_dim = math.prod(self.data_shape)
     self.encoder = nnx.Sequential(
-        _flatten, linear(data_dim, encoder_size(latent_dim, posterior)))
+        _flatten, linear(data_dim, self.posterior_head.size))
     self.decoder = nnx.Sequential(
         linear(latent_dim, data_dim),
         functools.partial(jnp.reshape, shape=self.data_shape))
@@ -386,7 +310,7 @@ class ConvVAE(VAE):
     inner_shape = (height // 4, width // 4, c2)
     self.encoder = nnx.Sequential(
         conv(in_channels, c1), act, conv(c1, c2), act, _flatten,
-        linear(math.prod(inner_shape), encoder_size(latent_dim, posterior)))
+        linear(math.prod(inner_shape), self.posterior_head.size))
     self.decoder = nnx.Sequential(
         linear(latent_dim, math.prod(inner_shape)), act,
         functools.partial(jnp.reshape, shape=inner_shape),

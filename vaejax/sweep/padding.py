@@ -11,9 +11,11 @@ its dimensions k..L-1 (`MaskedLatents`):
   - z is multiplied by the mask before the decoder, so they feed nothing;
   - hence the weights that read or write them get zero gradients.
 
-A full-covariance encoder's output, [mean; log_var; the factor's entries
-below the diagonal, row by row], pads as three blocks: rows 0..k-1 of the
-factor come first in either size, so its k (k - 1) / 2 entries are a prefix.
+The encoder's output pads block by block, as its posterior head lays it out
+(`vaejax.heads`): [mean; log_var] as two blocks, a full covariance's
+[mean; log_var; the factor's entries below the diagonal, row by row] as
+three, whose last is a prefix since rows 0..k-1 come first in either size.
+The masking is the posterior and prior heads' `masked`.
 
 `embed_latents` places a k-dimensional model's arrays into the L-dimensional
 shapes (zeros elsewhere) and `extract_latents` cuts them back, so a member
@@ -25,62 +27,75 @@ import itertools
 import jax
 import jax.numpy as jnp
 
-from vaejax import distributions
+from vaejax import heads
 from vaejax import models
 
 
-def _latent_axis_pairs(small, large, latent_dim, max_latent_dim):
-  """Per axis, (source, destination) slice pairs from `small` into `large` sizes."""
+def _layouts(latent_dim, max_latent_dim, blocks):
+  """(small, large) block layouts an axis of a latent-sized array may have."""
   k, size = latent_dim, max_latent_dim
+  own = [blocks] if blocks is not None else []
+  library = [(heads.DiagonalHead(k).blocks, heads.DiagonalHead(size).blocks),
+             (heads.FullCovarianceHead(k).blocks,
+              heads.FullCovarianceHead(size).blocks)]
+  return [((k,), (size,)), *own, *library]
+
+
+def _latent_axis_pairs(small, large, layouts):
+  """Per axis, (source, destination) slice pairs from `small` into `large` sizes:
+  each block of the first layout of these totals, at the start of its larger self."""
   if small == large:
     return [(slice(None), slice(None))]
-  if (small, large) == (k, size):
-    return [(slice(0, k), slice(0, k))]
-  if (small, large) == (2 * k, 2 * size):  # [mean; log_var] halves
-    return [(slice(0, k), slice(0, k)), (slice(k, 2 * k), slice(size, size + k))]
-  below_k, below_size = k * (k - 1) // 2, size * (size - 1) // 2
-  if (small, large) == (2 * k + below_k, 2 * size + below_size):  # full covariance
-    return [(slice(0, k), slice(0, k)), (slice(k, 2 * k), slice(size, size + k)),
-            (slice(2 * k, 2 * k + below_k), slice(2 * size, 2 * size + below_k))]
+  for small_blocks, large_blocks in layouts:
+    if (sum(small_blocks), sum(large_blocks)) == (small, large):
+      pairs, start, destination = [], 0, 0
+      for block, large_block in zip(small_blocks, large_blocks):
+        pairs.append((slice(start, start + block),
+                      slice(destination, destination + block)))
+        start, destination = start + block, destination + large_block
+      return pairs
   raise ValueError(f'cannot pad axis of size {small} to {large} for '
-                   f'latent_dim {k} -> {size}')
+                   f'latent_dim {layouts[0][0][0]} -> {layouts[0][1][0]}')
 
 
-def _latent_blocks(small_shape, large_shape, latent_dim, max_latent_dim):
+def _latent_blocks(small_shape, large_shape, layouts):
   """(small index, large index) pairs of the blocks a k-latent array fills."""
-  pairs = [_latent_axis_pairs(s, l, latent_dim, max_latent_dim)
+  pairs = [_latent_axis_pairs(s, l, layouts)
            for s, l in zip(small_shape, large_shape)]
   for combo in itertools.product(*pairs):
     yield tuple(p[0] for p in combo), tuple(p[1] for p in combo)
 
 
-def embed_latents(tree, like, latent_dim, max_latent_dim):
+def embed_latents(tree, like, latent_dim, max_latent_dim, blocks=None):
   """Places a `latent_dim` model's arrays into `max_latent_dim` shapes, zeros elsewhere.
 
   `like`: the padded tree, or its shapes (`jax.ShapeDtypeStruct`s).
+  `blocks`: the posterior head's layouts at the two sizes, (small, large)
+  (`models.Adapted.posterior_blocks`); by default the library's heads'.
 
   Works on any tree whose leaves mirror the parameters (the parameters, the
-  optimizer state): axes of size k become L, axes of size 2k (the encoder's
-  mean and log-variance) become 2L with the halves at 0 and L.
+  optimizer state): axes of size k become L, and an axis of the encoder's
+  output (by its size) places each block of the head's layout at the start
+  of the larger block: the mean and log-variance halves at 0 and L.
   """
+  layouts = _layouts(latent_dim, max_latent_dim, blocks)
 
   def place(small, large):  # `large` may be a jax.ShapeDtypeStruct
     out = jnp.zeros(jnp.shape(large), large.dtype)
-    for src, dst in _latent_blocks(jnp.shape(small), jnp.shape(large),
-                                   latent_dim, max_latent_dim):
+    for src, dst in _latent_blocks(jnp.shape(small), jnp.shape(large), layouts):
       out = out.at[dst].set(jnp.asarray(small)[src])
     return out
 
   return jax.tree.map(place, tree, like)
 
 
-def extract_latents(tree, like, latent_dim, max_latent_dim):
+def extract_latents(tree, like, latent_dim, max_latent_dim, blocks=None):
   """The inverse of `embed_latents`: a padded tree cut to the shapes of `like`."""
+  layouts = _layouts(latent_dim, max_latent_dim, blocks)
 
   def cut(large, small):
     out = jnp.zeros_like(small)
-    for src, dst in _latent_blocks(jnp.shape(small), jnp.shape(large),
-                                   latent_dim, max_latent_dim):
+    for src, dst in _latent_blocks(jnp.shape(small), jnp.shape(large), layouts):
       out = out.at[src].set(jnp.asarray(large)[dst])
     return out
 
@@ -104,30 +119,10 @@ class MaskedLatents:
 
   def encode(self, x, *, key):
     q = self.model.encode(x, key)  # the key as given, as a standalone encoder's
-    on = self.mask > 0
-    if isinstance(q, distributions.FullCovarianceGaussian):
-      both = on[:, None] & on[None, :]
-      eye = jnp.eye(self.mask.shape[0], dtype=q.scale_tril.dtype)
-      return distributions.FullCovarianceGaussian(
-          jnp.where(on, q.mean, 0.0), jnp.where(both, q.scale_tril, eye))
-    if isinstance(q, distributions.DiagonalGaussian):
-      return distributions.DiagonalGaussian(jnp.where(on, q.mean, 0.0),
-                                            jnp.where(on, q.log_var, 0.0))
-    raise TypeError(f'a vectorised sweep cannot pad a {type(q).__name__} posterior')
+    return self.model.masked_posterior(q, self.mask > 0)
 
   def _prior(self):
-    p = self.model.prior()
-    on = self.mask > 0
-    if isinstance(p, distributions.StandardNormal):
-      return p
-    if isinstance(p, distributions.DiagonalGaussian):
-      return distributions.DiagonalGaussian(jnp.where(on, p.mean, 0.0),
-                                            jnp.where(on, p.log_var, 0.0))
-    if isinstance(p, distributions.MixtureOfDiagonalGaussians):
-      return distributions.MixtureOfDiagonalGaussians(
-          jnp.where(on[None], p.means, 0.0), jnp.where(on[None], p.log_vars, 0.0),
-          p.logits)
-    raise TypeError(f'a vectorised sweep cannot pad a {type(p).__name__} prior')
+    return self.model.masked_prior(self.model.prior(), self.mask > 0)
 
   def log_likelihood(self, x, z, *, key):
     return self.model.log_likelihood(x, z * self.mask, key)

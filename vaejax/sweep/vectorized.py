@@ -178,7 +178,8 @@ class VectorizedMembers:
       host = _to_host(self.state)
       self._member_states = [
           jax.tree.map(np.asarray, padding.extract_latents(
-              _pick(host, m), like, c.latent_dim, self.max_latent))
+              _pick(host, m), like, c.latent_dim, self.max_latent,
+              self._blocks(c)))
           for m, (c, like) in enumerate(zip(self.configs, self._standalone))]
     return self._member_states
 
@@ -194,14 +195,26 @@ class VectorizedMembers:
     """Replaces each member's state, given in its own shapes."""
     self.state = self._stack([
         padding.embed_latents(state, self._padded_like, c.latent_dim,
-                              self.max_latent)
+                              self.max_latent, self._blocks(c))
         for c, state in zip(self.configs, states)])
     self._member_states = None
+
+  def _blocks(self, config):
+    """A member's and the padded model's posterior blocks (`vaejax.heads`),
+    or None where the model has no posterior head."""
+    small = _posterior_blocks(config)
+    large = _posterior_blocks(dataclasses.replace(config, latent_dim=self.max_latent))
+    return None if small is None or large is None else (small, large)
 
   def models(self):
     """Each member's model in its own shapes."""
     return [nnx.merge(_graphdef(c), state['params'])
             for c, state in zip(self.configs, self.states())]
+
+
+@functools.lru_cache(maxsize=64)
+def _posterior_blocks(config):
+  return models.adapt(models.abstract_model(config)).posterior_blocks
 
 
 @functools.lru_cache(maxsize=64)
