@@ -1,5 +1,6 @@
 """The public API: every name in vaejax.__all__ imports and is what it says."""
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -65,3 +66,30 @@ def test_the_rest_of_the_suite_runs_strict():
   assert jax.config.jax_default_matmul_precision == 'highest'
   with pytest.raises(ValueError, match='rank_promotion'):
     jnp.zeros(3) + jnp.zeros((2, 1))
+
+
+def test_the_flags_help_names_every_choice_the_checks_accept():
+  # config.py holds the help texts without importing the networks; the
+  # names it lists are those of the modules that check them.
+  from vaejax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from vaejax import nets  # pylint: disable=g-import-not-at-top
+  from vaejax import optim  # pylint: disable=g-import-not-at-top
+  helps = {f.name: f.metadata['help']
+           for f in dataclasses.fields(config_lib.TrainConfig)}
+  for name in nets.ACTIVATIONS:
+    assert name in helps['activation'], name
+  for name in nets.INITS:
+    assert name in helps['kernel_init'], name
+  assert f'but {optim.ADAMW_WEIGHT_DECAY:.0e}'.replace('e-0', 'e-') in helps['weight_decay']
+  for name in optim.LR_SCHEDULES:
+    assert name in helps['lr_schedule'], name
+  for name in optim.ADAM_VARIANTS:
+    assert name in helps['adam_variant'], name
+
+
+def test_config_checks_live_with_the_modules_they_check():
+  import pathlib  # pylint: disable=g-import-not-at-top
+  text = (pathlib.Path(vaejax.__file__).parent / 'config.py').read_text()
+  header = text[:text.index('class TrainConfig')]
+  for module in ('architectures', 'models', 'nets', 'heads', 'objectives', 'optim'):
+    assert f'from vaejax import {module}\n' not in header, module

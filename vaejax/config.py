@@ -4,28 +4,24 @@ Every field of `TrainConfig` is a flag of `experiments.train` (and of the
 sweep), with the field's default and help text, so flags, config.json and the
 library never disagree. `validate` checks everything that can be checked
 before any data is loaded or anything compiled, and raises `ConfigError` with
-a one-line message.
+a one-line message: the run's own fields here, the others by the modules
+they belong to (`check_config` of `vaejax.architectures`, `optim`,
+`objectives` and `data`), which this module imports only to call them.
 """
 
 import dataclasses
 import json
-import math
 import pathlib
 import typing
 
 from absl import flags
 from absl import logging
 
+from vaejax import checks
 from vaejax import data
-from vaejax import heads
-from vaejax import models
-from vaejax import nets
-from vaejax import objectives
-from vaejax import optim
 
 
-class ConfigError(ValueError):
-  """A bad flag value or combination; the message is one line."""
+ConfigError = checks.ConfigError  # a bad flag value or combination, in one line
 
 
 def _field(default, help_text):
@@ -74,15 +70,18 @@ class TrainConfig:
       'mirrors them.')
   conv_channels: tuple[int, ...] = _field(
       (32, 64), 'Conv: the channels of the two stride-2 convolutions.')
-  activation: str = _field('relu', f'One of: {", ".join(nets.ACTIVATIONS)}.')
+  activation: str = _field(
+      'relu', 'relu, tanh, elu, gelu, softplus, swish or leaky_relu.')
   output_bias: str = _field(
       'zero', 'The decoder\'s output bias at initialisation: zero, or '
       'data_mean: the mean training image as the likelihood\'s parameter '
       '(Bernoulli: logit(clip(mean, 0.001, 0.999)) per pixel, as Burda et '
       'al.\'s code; per channel for the conv decoder).')
   kernel_init: str = _field(
-      'lecun_normal', f'Weight initialiser, one of: {", ".join(nets.INITS)}; '
-      'biases start at zero, but for pytorch_default: PyTorch\'s defaults, '
+      'lecun_normal', 'Weight initialiser: lecun_normal (Flax\'s default), '
+      'glorot_normal, glorot_uniform, he_normal, normal (N(0, 0.01^2)), or '
+      'pytorch_default; biases start at zero, but for pytorch_default: '
+      'PyTorch\'s defaults, '
       'weights and biases uniform on +-1/sqrt(fan_in).')
   likelihood: str = _field(
       'bernoulli', 'bernoulli (binary pixels: binarized data or '
@@ -93,7 +92,8 @@ class TrainConfig:
   posterior: str = _field(
       'diagonal', 'q(z|x): diagonal, N(mean, diag(exp(log_var))); or '
       'full_covariance, N(mean, L L^T) with the encoder predicting the '
-      'Cholesky factor L.')
+      'Cholesky factor L; or a head registered with '
+      'vaejax.heads.register_posterior_head.')
   prior: str = _field(
       'standard_normal', 'p(z): standard_normal; learned_diagonal, N(m, '
       'diag(exp(v))) with m and v learned; or vamp, the VampPrior (Tomczak & '
@@ -130,7 +130,7 @@ class TrainConfig:
       None, 'L2 penalty weight_decay/2 ||params||^2 added to the loss per '
       'example (1/N for a N(0, I) prior on the parameters over N training '
       'examples, as Kingma & Welling 2013); decoupled for adamw. Unset: 0, '
-      f'but {optim.ADAMW_WEIGHT_DECAY} for adamw (optax\'s default).')
+      'but 1e-4 for adamw (optax\'s default).')
   grad_clip_norm: float = _field(
       0.0, 'Clip gradients to this global norm; 0 turns clipping off.')
   skip_nonfinite_updates: bool = _field(
@@ -178,11 +178,7 @@ class TrainConfig:
     return data.get_spec(self.dataset, self.num_validation)
 
 
-LR_SCHEDULES = ('constant', 'cosine', 'burda', 'step')
-OUTPUT_BIASES = ('zero', 'data_mean')
 FINAL_MODELS = ('last', 'best_valid')
-ADAM_VARIANTS = ('standard', 'iwae_code')
-BUILT_IN_ARCHITECTURES = ('mlp', 'conv', 'linear')
 
 # Fields that do not change what a run computes: a resumed run may differ here.
 NON_SEMANTIC_FIELDS = frozenset({
@@ -302,7 +298,16 @@ def to_json(config):
 
 
 def validate(config):
-  """Checks every field and combination; raises `ConfigError` (one line)."""
+  """Checks every field and combination; raises `ConfigError` (one line).
+
+  The run's own fields are checked here; the model's, the optimiser's, the
+  objective's and the data's by their modules (`check_config` of
+  `vaejax.architectures`, `optim`, `objectives` and `data`).
+  """
+  # pylint: disable=g-import-not-at-top  (the library, only when checking)
+  from vaejax import architectures
+  from vaejax import objectives
+  from vaejax import optim
   c = config
   if not c.workdir:
     raise ConfigError('--workdir is required')
@@ -310,166 +315,14 @@ def validate(config):
     spec = c.spec
   except data.DataError as e:
     raise ConfigError(str(e)) from None
-  _check_choice('architecture', c.architecture, tuple(models.ARCHITECTURES))
-  _check_choice('activation', c.activation, nets.ACTIVATIONS)
-  _check_choice('kernel_init', c.kernel_init, nets.INITS)
-  _check_choice('output_bias', c.output_bias, OUTPUT_BIASES)
-  _check_choice('final_model', c.final_model, FINAL_MODELS)
-  _check_choice('adam_variant', c.adam_variant, ADAM_VARIANTS)
-  if c.output_bias == 'data_mean' and c.architecture not in BUILT_IN_ARCHITECTURES:
-    raise ConfigError(f'--output_bias=data_mean sets the output layer of '
-                      f'vaejax\'s networks ({", ".join(BUILT_IN_ARCHITECTURES)}), '
-                      f'not of --architecture={c.architecture}')
-  _check_choice('likelihood', c.likelihood, tuple(heads.OBSERVATION_HEADS))
-  _check_choice('posterior', c.posterior, tuple(heads.POSTERIOR_HEADS))
-  _check_choice('prior', c.prior, tuple(heads.PRIOR_HEADS))
-  _check_positive('vamp_components', c.vamp_components)
-  if c.prior == 'vamp' and c.posterior == 'full_covariance':
-    raise ConfigError('--prior=vamp is a mixture of diagonal posteriors: it '
-                      'needs --posterior=diagonal')
-  if c.prior == 'vamp' and c.objective == 'elbo' and c.analytic_kl:
-    raise ConfigError('--prior=vamp has no closed-form KL(q || p): add '
-                      '--noanalytic_kl (the KL estimated from the draws)')
-  _check_choice('optimizer', c.optimizer, ('adam', 'adamw', 'adagrad'))
-  _check_choice('lr_schedule', c.lr_schedule, LR_SCHEDULES)
-  _check_choice('objective', c.objective, tuple(objectives.OBJECTIVES))
-  _check_positive('latent_dim', c.latent_dim)
-  _check_positive('num_epochs', c.num_epochs)
-  _check_positive('batch_size', c.batch_size)
-  _check_positive('num_samples', c.num_samples)
-  _check_positive('eval_batch_size', c.eval_batch_size)
-  _check_positive('eval_iwae_samples', c.eval_iwae_samples)
-  _check_positive('iwae_chunk_size', c.iwae_chunk_size)
-  _check_positive('checkpoints_to_keep', c.checkpoints_to_keep)
-  _check_positive('checkpoint_every', c.checkpoint_every)
-  _check_positive('learning_rate', c.learning_rate)
-  _check_positive('adam_eps', c.adam_eps)
-  for name in ('adam_b1', 'adam_b2'):
-    if not 0 <= getattr(c, name) < 1:
-      raise ConfigError(f'--{name} must be in [0, 1), got {getattr(c, name)}')
-  for name in ('grad_clip_norm', 'weight_decay', 'beta', 'kl_warmup_epochs',
-               'seed', 'data_seed'):
-    value = getattr(c, name)
-    if value is None and name == 'weight_decay':
-      continue
-    if not (math.isfinite(value) and value >= 0):
-      raise ConfigError(f'--{name} must be a finite number >= 0, got {value}')
-  if c.lr_schedule == 'step' and (
-      not c.lr_decay_epochs or min(c.lr_decay_epochs) < 1
-      or len(set(c.lr_decay_epochs)) < len(c.lr_decay_epochs)):
-    raise ConfigError('--lr_schedule=step needs --lr_decay_epochs, distinct '
-                      'positive epochs, e.g. 200,350')
-  if not (math.isfinite(c.lr_decay_factor) and 0 < c.lr_decay_factor <= 1):
-    raise ConfigError(f'--lr_decay_factor must be in (0, 1], got '
-                      f'{c.lr_decay_factor}')
-  if c.objective == 'iwae' and (c.beta != 1 or c.kl_warmup_epochs):
-    raise ConfigError('--objective=iwae is the importance-weighted bound '
-                      'itself: it takes no --beta or --kl_warmup_epochs')
-  _check_no_ignored_flags(c)
-  _check_top_layer(c)
-  if c.architecture == 'mlp':
-    if not c.hidden_dims or min(c.hidden_dims) < 1:
-      raise ConfigError(
-          f'--hidden_dims must be one or more positive widths, got '
-          f'{",".join(map(str, c.hidden_dims)) or "nothing"}')
-  elif c.architecture == 'conv':
-    if len(c.conv_channels) != 2 or min(c.conv_channels) < 1:
-      raise ConfigError('--conv_channels must be two positive channel counts')
-    height, width, _ = spec.image_shape
-    if height % 4 or width % 4:
-      raise ConfigError(f'--architecture=conv needs image sides divisible by 4; '
-                        f'{spec.name} has {height}x{width}')
-  if c.batch_size > spec.sizes[0]:
-    raise ConfigError(f'--batch_size={c.batch_size} is larger than the '
-                      f'{spec.sizes[0]} training examples of {spec.name}')
-  if c.likelihood == 'gaussian' and c.gaussian_variance != 'learned':
-    try:
-      variance = float(c.gaussian_variance)
-    except ValueError:
-      variance = -1.0
-    if not (math.isfinite(variance) and variance > 0):
-      raise ConfigError(f'--gaussian_variance must be "learned" or a positive '
-                        f'number, got {c.gaussian_variance!r}')
-  _check_likelihood_fits_data(c, spec)
+  architectures.check_config(c, spec)
+  optim.check_config(c)
+  objectives.check_config(c)
+  checks.check_choice('final_model', c.final_model, FINAL_MODELS)
+  checks.check_positive(c, 'num_epochs', 'batch_size', 'eval_batch_size',
+                        'eval_iwae_samples', 'iwae_chunk_size',
+                        'checkpoints_to_keep', 'checkpoint_every')
+  checks.check_non_negative(c, 'seed', 'data_seed')
+  data.check_config(c, spec)
 
 
-def _differs(c, name):
-  return getattr(c, name) != _DEFAULTS[name]
-
-
-def _check_no_ignored_flags(c):
-  """Refuses a flag set away from its default where the run would ignore it."""
-  ignored = []
-  if c.lr_schedule != 'step':
-    ignored += [(n, '--lr_schedule=step') for n in ('lr_decay_epochs',
-                                                    'lr_decay_factor')]
-  if c.objective == 'iwae':
-    ignored.append(('analytic_kl', '--objective=elbo (the importance-weighted '
-                    'bound has no KL term)'))
-  if c.likelihood != 'gaussian':
-    ignored.append(('gaussian_variance', '--likelihood=gaussian'))
-  if c.optimizer == 'adagrad':
-    ignored += [(n, '--optimizer=adam or adamw')
-                for n in ('adam_b1', 'adam_b2', 'adam_eps', 'adam_variant')]
-  if c.prior != 'vamp':
-    ignored.append(('vamp_components', '--prior=vamp'))
-  if not c.top_latent_dim:
-    ignored.append(('top_hidden_dims', '--top_latent_dim above 0 (two layers)'))
-  if c.architecture == 'mlp':
-    ignored.append(('conv_channels', '--architecture=conv'))
-  if c.architecture == 'conv':
-    ignored.append(('hidden_dims', '--architecture=mlp'))
-  if c.architecture == 'linear':
-    ignored += [(n, '--architecture=mlp or conv') for n in ('hidden_dims',
-                                                           'conv_channels',
-                                                           'activation')]
-  for name, needs in ignored:
-    if _differs(c, name):
-      value = getattr(c, name)
-      shown = (f'--no{name}' if value is False else
-               f'--{name}={",".join(map(str, value)) if isinstance(value, tuple) else value}')
-      raise ConfigError(f'{shown} has no effect here: --{name} applies to '
-                        f'{needs} only; drop it')
-
-
-def _check_top_layer(c):
-  if c.top_latent_dim == 0:
-    return
-  if not (c.top_latent_dim > 0 and math.isfinite(c.top_latent_dim)):
-    raise ConfigError(f'--top_latent_dim must be 0 (one layer) or positive, got '
-                      f'{c.top_latent_dim}')
-  if not c.top_hidden_dims or min(c.top_hidden_dims) < 1:
-    raise ConfigError(
-        f'--top_hidden_dims must be one or more positive widths, got '
-        f'{",".join(map(str, c.top_hidden_dims)) or "nothing"}')
-  for name, needs in (('architecture', 'mlp'), ('posterior', 'diagonal'),
-                      ('prior', 'standard_normal')):
-    if getattr(c, name) != needs:
-      raise ConfigError(f'--top_latent_dim (two stochastic layers) needs '
-                        f'--{name}={needs}, got --{name}={getattr(c, name)}')
-
-
-def _check_likelihood_fits_data(c, spec):
-  if c.dynamic_binarization and spec.pixels != 'grey':
-    raise ConfigError(f'--dynamic_binarization needs grey-level data; '
-                      f'{spec.name} has {spec.pixels} values')
-  if c.likelihood == 'bernoulli' and spec.pixels == 'grey' and not c.dynamic_binarization:
-    raise ConfigError(f'--likelihood=bernoulli needs binary pixels: {spec.name} '
-                      'has grey levels; add --dynamic_binarization or use '
-                      '--likelihood=gaussian')
-  if c.likelihood == 'bernoulli' and spec.pixels == 'real':
-    raise ConfigError(f'--likelihood=bernoulli needs binary pixels: {spec.name} '
-                      'has real values; use --likelihood=gaussian')
-
-
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-
-
-def _check_choice(name, value, choices):
-  if value not in choices:
-    raise ConfigError(f'--{name}={value!r} is not one of: {", ".join(choices)}')
-
-
-def _check_positive(name, value):
-  if not (math.isfinite(value) and value > 0):
-    raise ConfigError(f'--{name} must be positive, got {value}')

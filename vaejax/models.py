@@ -46,22 +46,29 @@ decided from the types. The distributions of `vaejax.distributions` are all
 of these; the Gaussians evaluate log q(z) from their reparameterisation
 noise, which stays exact where q is narrow next to its mean.
 
-The factory `build_model(config, key)` looks `config.architecture` up in
-`ARCHITECTURES`; `register_architecture` adds one without touching the
-trainer, and the `--architecture` flag accepts it.
+The factory `build_model(config, key)` (`vaejax.architectures`, its names
+also here) looks `config.architecture` up in `ARCHITECTURES`;
+`register_architecture` adds one without touching the trainer, and the
+`--architecture` flag accepts it.
 """
 
 import inspect
 from typing import Protocol, runtime_checkable
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 
 from vaejax import checks
 from vaejax import distributions
 from vaejax import heads
-from vaejax import nets
+# pylint: disable=unused-import  (the factory's public names, as ever here)
+from vaejax.architectures import ARCHITECTURES
+from vaejax.architectures import abstract_model
+from vaejax.architectures import build_model
+from vaejax.architectures import check_config
+from vaejax.architectures import graphdef_of
+from vaejax.architectures import register_architecture
+# pylint: enable=unused-import
 
 # fold_in tag of the key given to an encoder of its own randomness; far from
 # the small indices (examples, sample chunks) folded into the same keys.
@@ -284,74 +291,3 @@ def one_example(output, call, given):
         f'{call} returned {got} for {given}; expected {expected} for ONE '
         'example (vmap over a batch, or use negative_elbo)')
   return output
-
-
-def _mlp(config, rngs):
-  if config.top_latent_dim:
-    common = _common(config)
-    for name in ('posterior', 'prior', 'vamp_components'):  # checked: the defaults
-      del common[name]
-    return nets.TwoLayerMLPVAE(
-        config.spec.image_shape, config.latent_dim,
-        top_latent_dim=config.top_latent_dim,
-        top_hidden_dims=tuple(config.top_hidden_dims),
-        hidden_dims=tuple(config.hidden_dims), rngs=rngs, **common)
-  return nets.MLPVAE(config.spec.image_shape, config.latent_dim,
-                     hidden_dims=tuple(config.hidden_dims), rngs=rngs,
-                     **_common(config))
-
-
-def _conv(config, rngs):
-  return nets.ConvVAE(config.spec.image_shape, config.latent_dim,
-                      channels=tuple(config.conv_channels), rngs=rngs,
-                      **_common(config))
-
-
-def _common(config):
-  return dict(activation=config.activation, kernel_init=config.kernel_init,
-              likelihood=config.likelihood,
-              gaussian_variance=config.gaussian_variance,
-              posterior=config.posterior, prior=config.prior,
-              vamp_components=config.vamp_components)
-
-
-def _linear(config, rngs):
-  common = _common(config)
-  del common['activation']
-  return nets.LinearVAE(config.spec.image_shape, config.latent_dim, rngs=rngs,
-                        **common)
-
-
-# --architecture -> factory(config, rngs) returning an nnx.Module model.
-ARCHITECTURES = {'mlp': _mlp, 'conv': _conv, 'linear': _linear}
-
-
-def register_architecture(name, factory):
-  """Adds `factory(config, rngs) -> model` as `--architecture=name`.
-
-  The model must be an `nnx.Module` that implements `Model`; its
-  `nnx.Param`s are what the trainer optimises and checkpoints.
-  """
-  if name in ARCHITECTURES:
-    raise ValueError(f'architecture {name!r} is already registered')
-  ARCHITECTURES[name] = factory
-
-
-def build_model(config, key):
-  """The model of `config.architecture`, its parameters initialised from `key`."""
-  return ARCHITECTURES[config.architecture](config, nnx.Rngs(params=key))
-
-
-def graphdef_of(config):
-  """The `nnx.GraphDef` of `config`'s model (split on `nnx.Param`).
-
-  Traced abstractly (`nnx.eval_shape`): no parameter is initialised, which
-  for the usual sizes takes seconds where this takes milliseconds.
-  """
-  return nnx.split(abstract_model(config), nnx.Param)[0]
-
-
-def abstract_model(config):
-  """`config`'s model with shapes for arrays (`nnx.eval_shape`): its
-  structure and heads, with no parameter initialised."""
-  return nnx.eval_shape(lambda: build_model(config, jax.random.key(0)))

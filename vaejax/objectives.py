@@ -11,6 +11,7 @@ steps_per_epoch) -> loss_fn`; `register_objective` adds one, as
 trainer, and the flag then accepts it.
 """
 
+from vaejax import checks
 from vaejax import optim
 from vaejax.bounds import negative_elbo
 from vaejax.bounds import negative_iwae_bound
@@ -81,3 +82,20 @@ def register_objective(name, factory):
 def from_config(config, steps_per_epoch):
   """The loss of `config.objective` (with an ELBO's KL warm-up in steps)."""
   return OBJECTIVES[config.objective](config, steps_per_epoch)
+
+
+def check_config(c):
+  """The objective's fields of a `TrainConfig` `c`; raises
+  `checks.ConfigError` in one line."""
+  checks.check_choice('objective', c.objective, tuple(OBJECTIVES))
+  checks.check_positive(c, 'num_samples')
+  checks.check_non_negative(c, 'beta', 'kl_warmup_epochs')
+  if c.prior == 'vamp' and c.objective == 'elbo' and c.analytic_kl:
+    raise checks.ConfigError('--prior=vamp has no closed-form KL(q || p): add '
+                             '--noanalytic_kl (the KL estimated from the draws)')
+  if c.objective == 'iwae' and (c.beta != 1 or c.kl_warmup_epochs):
+    raise checks.ConfigError('--objective=iwae is the importance-weighted bound '
+                             'itself: it takes no --beta or --kl_warmup_epochs')
+  if c.objective == 'iwae':
+    checks.refuse_ignored(c, [('analytic_kl', '--objective=elbo (the '
+                                'importance-weighted bound has no KL term)')])

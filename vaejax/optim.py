@@ -6,9 +6,13 @@ so a step skipped for a non-finite loss (`--skip_nonfinite_updates`) does
 not delay the schedule.
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
+
+from vaejax import checks
 
 # What --optimizer=adamw decays by when --weight_decay is unset (optax's).
 ADAMW_WEIGHT_DECAY = 1e-4
@@ -134,3 +138,34 @@ def kl_weight(config, step, steps_per_epoch):
   if warmup_steps <= 0:
     return jnp.asarray(config.beta, jnp.float32)
   return config.beta * jnp.minimum(1.0, (step + 1) / warmup_steps)
+
+
+LR_SCHEDULES = ('constant', 'cosine', 'burda', 'step')
+ADAM_VARIANTS = ('standard', 'iwae_code')
+
+
+def check_config(c):
+  """The optimiser's fields of a `TrainConfig` `c`; raises
+  `checks.ConfigError` in one line."""
+  checks.check_choice('adam_variant', c.adam_variant, ADAM_VARIANTS)
+  checks.check_choice('optimizer', c.optimizer, ('adam', 'adamw', 'adagrad'))
+  checks.check_choice('lr_schedule', c.lr_schedule, LR_SCHEDULES)
+  checks.check_positive(c, 'learning_rate', 'adam_eps')
+  for name in ('adam_b1', 'adam_b2'):
+    if not 0 <= getattr(c, name) < 1:
+      raise checks.ConfigError(f'--{name} must be in [0, 1), got {getattr(c, name)}')
+  checks.check_non_negative(c, 'grad_clip_norm', 'weight_decay')
+  if c.lr_schedule == 'step' and (
+      not c.lr_decay_epochs or min(c.lr_decay_epochs) < 1
+      or len(set(c.lr_decay_epochs)) < len(c.lr_decay_epochs)):
+    raise checks.ConfigError('--lr_schedule=step needs --lr_decay_epochs, '
+                             'distinct positive epochs, e.g. 200,350')
+  if not (math.isfinite(c.lr_decay_factor) and 0 < c.lr_decay_factor <= 1):
+    raise checks.ConfigError(f'--lr_decay_factor must be in (0, 1], got '
+                             f'{c.lr_decay_factor}')
+  ignored = [(n, '--lr_schedule=step') for n in ('lr_decay_epochs',
+                                                 'lr_decay_factor')] * (
+                                                     c.lr_schedule != 'step')
+  ignored += [(n, '--optimizer=adam or adamw') for n in (
+      'adam_b1', 'adam_b2', 'adam_eps', 'adam_variant')] * (c.optimizer == 'adagrad')
+  checks.refuse_ignored(c, ignored)

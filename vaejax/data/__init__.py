@@ -40,6 +40,7 @@ import dataclasses
 import os
 import pathlib
 
+from vaejax import checks
 from vaejax.data import generated
 from vaejax.data import tfds_data
 from vaejax.data import user_files
@@ -147,3 +148,22 @@ def check_available(name, *, tfds_data_dir=None, tfds_manual_dir=None):
                           or '~/tensorflow_datasets').expanduser()
   if not any(data_dir.glob(f'{spec.name}/*/dataset_info.json')):
     tfds_data.check_manual_dir(spec, tfds_manual_dir)
+
+
+def check_config(c, spec):
+  """The data fields of a `TrainConfig` `c` against the dataset's `spec`;
+  raises `checks.ConfigError` in one line."""
+  if c.batch_size > spec.sizes[0]:
+    raise checks.ConfigError(f'--batch_size={c.batch_size} is larger than the '
+                             f'{spec.sizes[0]} training examples of {spec.name}')
+  if c.dynamic_binarization and spec.pixels != 'grey':
+    raise checks.ConfigError(f'--dynamic_binarization needs grey-level data; '
+                             f'{spec.name} has {spec.pixels} values')
+  if c.likelihood == 'bernoulli' and spec.pixels == 'grey' and not c.dynamic_binarization:
+    raise checks.ConfigError(f'--likelihood=bernoulli needs binary pixels: '
+                             f'{spec.name} has grey levels; add '
+                             '--dynamic_binarization or use --likelihood=gaussian')
+  if c.likelihood == 'bernoulli' and spec.pixels == 'real':
+    raise checks.ConfigError(f'--likelihood=bernoulli needs binary pixels: '
+                             f'{spec.name} has real values; use '
+                             '--likelihood=gaussian')
