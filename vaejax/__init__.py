@@ -15,6 +15,8 @@ from vaejax.bounds import log_importance_weights
 from vaejax.bounds import negative_elbo
 from vaejax.bounds import negative_iwae_bound
 from vaejax.bounds import reparameterize
+from vaejax.densities import LogDensities
+from vaejax.densities import log_densities
 from vaejax.kl import diag_gaussian_kl
 from vaejax.kl import gaussian_kl
 from vaejax.kl import gaussian_kl_tril
@@ -34,6 +36,7 @@ __all__ = (
     "FullCovarianceGaussian",
     "LinearGaussian",
     "LinearGaussianChain",
+    "LogDensities",
     "MixtureOfDiagonalGaussians",
     "StandardNormal",
     "bernoulli_log_prob",
@@ -45,6 +48,7 @@ __all__ = (
     "gaussian_log_prob",
     "iwae_bound",
     "kl_divergence",
+    "log_densities",
     "log_importance_weights",
     "make_linear_gaussian",
     "make_linear_gaussian_chain",

@@ -51,15 +51,8 @@ import jax.numpy as jnp
 
 from vaejax import checks
 from vaejax import distributions
+from vaejax import densities
 from vaejax import models
-
-# fold_in tags of the keys given to a model's own randomness (the encoder's
-# is `models.ENCODE_TAG`), far from the small indices (examples, sample
-# chunks) that are folded into the same keys.
-_DECODE_TAG = 2**31 - 2
-# fold_in tag of the per-draw keys of the layers above z_1.
-_LAYER_TAG = 2**31 - 3
-
 
 class ElboTerms(NamedTuple):
   """The ELBO of one example and its two parts, in nats.
@@ -109,98 +102,10 @@ def posterior(model, x, key):
   return models.adapt(model).posterior(x, key)
 
 
-def _decode_keys(key, num_samples):
-  """One key per draw for a `log_likelihood` of its own randomness."""
-  return jax.random.split(jax.random.fold_in(key, _DECODE_TAG), num_samples)
-
-
-class _Chain(NamedTuple):
-  """One example's K draws through the chain, and how to weigh them.
-
-  `draws` (a pytree of leading axis K: z_1, log q(z_1|x), a key per draw for
-  the log-likelihood and one for the layers above) are made first, so that
-  weighing any subset of them, as `iwae_bound` does chunk by chunk, gives
-  those draws' weights. `weigh(draws)` -> (log p(x|z_1) `[K]`, log q - log p
-  per layer `[K, L]`, the top KL in closed form `[K]`, zeros unless
-  `analytic` and L > 1). `q` is q(z_1|x), `p` the top prior (None: N(0, I)).
-  """
-  q: object
-  p: object
-  draws: tuple
-  weigh: object
-  analytic: bool
-
-
-def _chain(model, x, key, num_samples, analytic_kl):
-  """The `_Chain` of `model` at x: the draws, and whether the top KL is closed form."""
-  model = models.adapt(model)
-  layers = model.layers
-  q1 = model.posterior(x, key)
-  z1, log_q1 = q1.sample_and_log_prob(key, num_samples)
-  count = jnp.shape(z1)[0]
-  layer_keys = (jax.random.split(jax.random.fold_in(key, _LAYER_TAG), count)
-                if layers > 1 else None)
-  draws = (z1, log_q1, _decode_keys(key, count), layer_keys)
-  p = model.prior()
-  analytic = _analytic(model, analytic_kl, q1, p, z1, layer_keys)
-
-  def one_draw(z1, log_q1, decode_key, layer_key):
-    zs, log_qs, q = [z1], [log_q1], q1
-    for layer in range(2, layers + 1):
-      q, z, log_q = _draw_layer(model, layer, zs[-1], layer_key)
-      zs, log_qs = zs + [z], log_qs + [log_q]
-    top = model.prior_of(p, zs[-1])
-    log_ps = [top.log_prob(zs[-1])]
-    for layer in range(layers - 1, 0, -1):
-      p_layer = model.prior_layer(
-          layer, zs[layer], jax.random.fold_in(layer_key, _DECODE_TAG - layer),
-          jnp.shape(zs[layer - 1])[-1])
-      log_ps.insert(0, p_layer.log_prob(zs[layer - 1]))
-    log_likelihood = model.log_likelihood(x, z1, decode_key)
-    top_kl = (distributions.kl_divergence(q, top) if analytic and layers > 1
-              else jnp.zeros((), log_likelihood.dtype))
-    ratios = jnp.stack([lq - lp for lq, lp in zip(log_qs, log_ps)])
-    return log_likelihood, ratios, top_kl
-
-  return _Chain(q1, p, draws, lambda draws: jax.vmap(one_draw)(*draws), analytic)
-
-
-def _draw_layer(model, layer, z_below, draw_key):
-  """q(z_layer|z_below), one draw of it and its log q, from the draw's key."""
-  layer_key = jax.random.fold_in(draw_key, layer)
-  q = model.posterior_layer(layer, z_below,
-                            jax.random.fold_in(layer_key, models.ENCODE_TAG))
-  return (q, *q.sample_and_log_prob(layer_key))
-
-
-def _analytic(model, analytic_kl, q1, p, z1, layer_keys):
-  """Whether the top KL is taken in closed form, from the types of q(z_L|.)
-  and p(z_L), found before any vmap (abstractly, for a layer above z_1)."""
-  if analytic_kl is not None and not analytic_kl:
-    return False
-  q_type = type(q1)
-  if model.layers > 1:
-    def top_posterior(z, layer_key):
-      for layer in range(2, model.layers + 1):
-        q, z, _ = _draw_layer(model, layer, z, layer_key)
-      return q
-    q_type = type(jax.eval_shape(top_posterior, z1[0], layer_keys[0]))
-  p_type = distributions.StandardNormal if p is None else type(p)
-  has_one = distributions.has_closed_form_kl_types(q_type, p_type)
-  if analytic_kl is None:
-    return has_one
-  if not has_one:
-    where = "the top layer's KL" if model.layers > 1 else 'KL(q || p)'
-    raise TypeError(
-        f'analytic_kl=True needs {where} in closed form, and there is none '
-        f'for q {q_type.__name__} || p {p_type.__name__}: use '
-        'analytic_kl=False (the estimate from the draws)')
-  return True
-
-
 def _elbo_and_layer_kls(model, x, key, num_samples, beta, analytic_kl):
-  chain = _chain(model, x, key, num_samples, analytic_kl)
-  log_likelihoods, log_ratios, top_kls = chain.weigh(chain.draws)
+  chain = densities.chain(model, x, key, num_samples, analytic_kl)
+  log_likelihoods, log_q, log_p, top_kls = chain.weigh(chain.draws)
+  log_ratios = log_q - log_p
   layer_kls = jnp.mean(log_ratios, axis=0)
   if chain.analytic:
     top_kl = (distributions.kl_divergence(chain.q, models.Adapted.prior_of(
@@ -266,11 +171,11 @@ def log_importance_weights(model, x, key, num_samples):
 
 def _importance_draws(model, x, key, num_samples):
   """K draws (a pytree of leading axis K) and `log_weights(draws)` -> `[K]`."""
-  chain = _chain(model, x, key, num_samples, analytic_kl=False)
+  chain = densities.chain(model, x, key, num_samples, analytic_kl=False)
 
   def log_weights(draws):
-    log_likelihoods, log_ratios, _ = chain.weigh(draws)
-    return log_likelihoods - jnp.sum(log_ratios, axis=-1)
+    log_likelihoods, log_q, log_p, _ = chain.weigh(draws)
+    return log_likelihoods - jnp.sum(log_q - log_p, axis=-1)
 
   return chain.draws, log_weights
 

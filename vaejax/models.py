@@ -135,6 +135,16 @@ class Adapted:
     self._posterior_head = getattr(model, 'posterior_head', None)
     self._prior_head = getattr(model, 'prior_head', None)
 
+  def stopped(self):
+    """The user's model with its parameters stopped (`jax.lax.stop_gradient`);
+    one line where the model is not a pytree."""
+    leaves = jax.tree.leaves(self.model)
+    if len(leaves) == 1 and leaves[0] is self.model:
+      raise TypeError(f'the model ({type(self.model).__name__}) is not a pytree, '
+                      'so its parameters cannot be stopped; make it one (an '
+                      'nnx.Module, a NamedTuple or a registered dataclass)')
+    return jax.lax.stop_gradient(self.model)
+
   @property
   def posterior_blocks(self):
     """The layout of the encoder's raw output (`vaejax.heads`), or None for
