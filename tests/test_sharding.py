@@ -41,7 +41,7 @@ for axis_type in (AxisType.Explicit, AxisType.Auto):
 
 def test_sharded_batches_give_the_unsharded_loss_and_gradients():
   env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+             XLA_FLAGS=os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=2')
   result = subprocess.run([sys.executable, '-c', SCRIPT], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300, env=env)
   assert result.returncode == 0, result.stderr[-3000:]

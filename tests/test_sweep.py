@@ -357,7 +357,7 @@ for latent_dims in ((3,), (1, 3)):
 def test_four_devices_give_the_results_of_one(reference, tmp_path):
   workdir, _ = reference
   env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=4')
+             XLA_FLAGS=os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4')
   four, one = tmp_path / 'four_members', tmp_path / 'one_member'
   result = subprocess.run(
       [sys.executable, '-c', FOUR_DEVICES, str(four), str(one)],
@@ -413,7 +413,7 @@ def test_two_processes_give_the_results_of_one(reference, tmp_path):
   # one program over the four, through jax.distributed on the loopback.
   workdir, _ = reference
   env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+             XLA_FLAGS=os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=2')
   port = free_port()
   processes = [
       subprocess.Popen(

@@ -25,7 +25,7 @@ starts as, and is checkpointed as, its standalone model.
 import itertools
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from vaejax import heads
 from vaejax import models
@@ -74,16 +74,17 @@ def embed_latents(tree, like, latent_dim, max_latent_dim, blocks=None):
   (`models.Adapted.posterior_blocks`); by default the library's heads'.
 
   Works on any tree whose leaves mirror the parameters (the parameters, the
-  optimizer state): axes of size k become L, and an axis of the encoder's
+  optimizer state), on the host (NumPy arrays out): axes of size k become L, and an axis of the encoder's
   output (by its size) places each block of the head's layout at the start
   of the larger block: the mean and log-variance halves at 0 and L.
   """
   layouts = _layouts(latent_dim, max_latent_dim, blocks)
 
   def place(small, large):  # `large` may be a jax.ShapeDtypeStruct
-    out = jnp.zeros(jnp.shape(large), large.dtype)
-    for src, dst in _latent_blocks(jnp.shape(small), jnp.shape(large), layouts):
-      out = out.at[dst].set(jnp.asarray(small)[src])
+    small = np.asarray(small)
+    out = np.zeros(np.shape(large), large.dtype)
+    for src, dst in _latent_blocks(small.shape, np.shape(large), layouts):
+      out[dst] = small[src]
     return out
 
   return jax.tree.map(place, tree, like)
@@ -94,9 +95,10 @@ def extract_latents(tree, like, latent_dim, max_latent_dim, blocks=None):
   layouts = _layouts(latent_dim, max_latent_dim, blocks)
 
   def cut(large, small):
-    out = jnp.zeros_like(small)
-    for src, dst in _latent_blocks(jnp.shape(small), jnp.shape(large), layouts):
-      out = out.at[src].set(jnp.asarray(large)[dst])
+    large = np.asarray(large)
+    out = np.zeros(np.shape(small), small.dtype)
+    for src, dst in _latent_blocks(np.shape(small), large.shape, layouts):
+      out[src] = large[dst]
     return out
 
   return jax.tree.map(cut, tree, like)

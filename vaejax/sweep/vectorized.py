@@ -48,6 +48,13 @@ def _put(tree, sharding):
   return jax.tree.map(put, tree)
 
 
+def _host_stack(*arrays):
+  """The members' arrays stacked on the host (keys by JAX)."""
+  if jax.dtypes.issubdtype(arrays[0].dtype, jax.dtypes.prng_key):
+    return jnp.stack(arrays)
+  return np.stack([np.asarray(a) for a in arrays])
+
+
 def _to_host(tree):
   if jax.process_count() > 1:
     return multihost_utils.process_allgather(tree, tiled=True)
@@ -95,12 +102,12 @@ class VectorizedMembers:
       by_member = jax.sharding.NamedSharding(mesh, P('devices'))
     index = list(range(len(configs))) + [0] * (count - len(configs))
     stack = lambda items: _put(jax.tree.map(
-        lambda *a: jnp.stack(a), *[items[i] for i in index]), by_member)
+        _host_stack, *[items[i] for i in index]), by_member)
     self._stack = stack
     self._padded_like = padded_like
     self.set_states(states)
     self._mask = stack([
-        (jnp.arange(self.max_latent) < c.latent_dim).astype(jnp.float32)
+        (np.arange(self.max_latent) < c.latent_dim).astype(np.float32)
         for c in configs])
     self._train_key = stack([k.train for k in self.keys])
     self._eval_keys = {split: stack([getattr(k, split) for k in self.keys])
