@@ -17,6 +17,14 @@ from vaejax.bounds import negative_iwae_bound
 from vaejax.bounds import reparameterize
 from vaejax.densities import LogDensities
 from vaejax.densities import log_densities
+from vaejax.inference import Samples
+from vaejax.inference import decode
+from vaejax.inference import encode
+from vaejax.inference import interpolate
+from vaejax.inference import log_prob
+from vaejax.inference import reconstruct
+from vaejax.inference import sample
+from vaejax.inference import traverse
 from vaejax.kl import diag_gaussian_kl
 from vaejax.kl import gaussian_kl
 from vaejax.kl import gaussian_kl_tril
@@ -27,6 +35,8 @@ from vaejax.linear_gaussian import LinearGaussian
 from vaejax.linear_gaussian import LinearGaussianChain
 from vaejax.linear_gaussian import make_linear_gaussian
 from vaejax.linear_gaussian import make_linear_gaussian_chain
+from vaejax.runs import LoadedRun
+from vaejax.runs import load_run
 
 __version__ = "0.1.0"
 
@@ -36,24 +46,34 @@ __all__ = (
     "FullCovarianceGaussian",
     "LinearGaussian",
     "LinearGaussianChain",
+    "LoadedRun",
     "LogDensities",
     "MixtureOfDiagonalGaussians",
+    "Samples",
     "StandardNormal",
     "bernoulli_log_prob",
+    "decode",
     "diag_gaussian_kl",
     "elbo",
     "elbo_and_kl_per_layer",
+    "encode",
     "gaussian_kl",
     "gaussian_kl_tril",
     "gaussian_log_prob",
+    "interpolate",
     "iwae_bound",
     "kl_divergence",
+    "load_run",
     "log_densities",
     "log_importance_weights",
+    "log_prob",
     "make_linear_gaussian",
     "make_linear_gaussian_chain",
     "negative_elbo",
     "negative_iwae_bound",
+    "reconstruct",
     "reparameterize",
+    "sample",
     "standard_normal_kl",
+    "traverse",
 )

@@ -14,6 +14,7 @@ import pathlib
 import sys
 import threading
 
+from absl import logging
 import jax
 
 from vaejax import files
@@ -28,16 +29,27 @@ class CheckpointError(Exception):
 class Checkpointer:
   """Saves and restores `{'params', 'opt_state'}` trees keyed by epoch."""
 
-  def __init__(self, directory, max_to_keep=3):
+  def __init__(self, directory, max_to_keep=3, *, read_only=False):
+    """`read_only`: restores only; nothing is created, saved or deleted."""
     # Imported here, not with vaejax: a binary that refuses its flags answers
     # without loading orbax.
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
     self._ocp = ocp
     self._directory = pathlib.Path(directory).absolute()
-    self._manager = ocp.CheckpointManager(
-        self._directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                             create=True))
+    if read_only:
+      options = ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                             save_interval_steps=0)
+      # orbax logs a warning that the folder is read-only, which it is meant to be.
+      verbosity = logging.get_verbosity()
+      logging.set_verbosity(logging.ERROR)
+      try:
+        self._manager = ocp.CheckpointManager(self._directory, options=options)
+      finally:
+        logging.set_verbosity(verbosity)
+    else:
+      self._manager = ocp.CheckpointManager(
+          self._directory, options=ocp.CheckpointManagerOptions(
+              max_to_keep=max_to_keep, create=True))
 
   def latest_epoch(self):
     """The last completed epoch with a checkpoint, or None."""
@@ -93,8 +105,23 @@ class Checkpointer:
 
   def restore(self, epoch, like):
     """Restores the checkpoint of `epoch` into the structure and dtypes of `like`."""
+    return self._restore(epoch, like, partial=False)
+
+  def restore_part(self, epoch, like):
+    """Restores only the entries of `like` (e.g. {'params': ...}) from the
+    checkpoint of `epoch`; the others (the optimiser state) are not read."""
+    return self._restore(epoch, like, partial=True)
+
+  def _restore(self, epoch, like, partial):
     self.verify(epoch)
     abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, like)
+    if partial:  # onto the default device, as jax.device_put would
+      device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      args = self._ocp.args.PyTreeRestore(
+          abstract, partial_restore=True, restore_args=jax.tree.map(
+              lambda a: self._ocp.ArrayRestoreArgs(sharding=device), abstract))
+    else:
+      args = self._ocp.args.StandardRestore(abstract)
     # While restoring, only the main thread writes to stderr: a failed read
     # leaves TensorStore's other reads calling back into orbax's closed event
     # loop from their own threads, whose tracebacks would print beside the
@@ -103,8 +130,7 @@ class Checkpointer:
     stderr = sys.stderr
     sys.stderr = MainThreadOnly(stderr)
     try:
-      restored = self._manager.restore(
-          epoch, args=self._ocp.args.StandardRestore(abstract))
+      restored = self._manager.restore(epoch, args=args)
     except Exception as e:  # orbax and tensorstore raise many kinds
       reason = ' '.join(str(e).split())[:300]
       raise CheckpointError(
