@@ -68,7 +68,7 @@ def test_load_run_takes_no_lock_and_writes_nothing(finished):
   holder = subprocess.Popen(
       [sys.executable, '-c', 'import sys, time; from vaejax import files; '
        f'lock = files.WorkdirLock({str(finished)!r}); print("held", flush=True); '
-       'time.sleep(60)'], stdout=subprocess.PIPE, text=True)
+       'time.sleep(3600)'], stdout=subprocess.PIPE, text=True)
   try:
     assert holder.stdout.readline().strip() == 'held'
     before = digest_of(finished)
@@ -164,6 +164,10 @@ def test_interpolations_and_traversals_decode_the_posterior_means():
   np.testing.assert_allclose(images[:, 2], vaejax.decode(model, z), atol=1e-5)
   with pytest.raises(ValueError, match='dim 3 is not a dimension of z, which has 3'):
     vaejax.traverse(model, x, 3, values)
+  with pytest.raises(ValueError, match=r'decode takes latents \[N, L\]; got \(3,\)'):
+    vaejax.decode(model, means[0])
+  with pytest.raises(ValueError, match='interpolate: x_a .* and x_b .* must have one shape'):
+    vaejax.interpolate(model, x[:2], x[:3], 5)
 
 
 def test_a_sweep_member_with_its_best_epoch_loads(tmp_path):

@@ -94,7 +94,8 @@ def encode(model, x, key=None, *, chunk_size=CHUNK_SIZE):
 @_compiled
 def decode(model, z, *, chunk_size=CHUNK_SIZE):
   """E[x|z] for each row of `z` `[N, L]` (`model.mean_image`)."""
-  _check_batch('decode', z)
+  if jnp.ndim(z) != 2 or jnp.shape(z)[0] < 1:
+    raise ValueError(f'decode takes latents [N, L]; got {jnp.shape(z)}')
   mean_image = _mean_image(models.adapt(model), 'decode')
   return _map(lambda i: jax.vmap(mean_image)(z[i]), z.shape[0], chunk_size)
 
@@ -129,7 +130,6 @@ def sample(model, key, num, latent_dim=None, *, chunk_size=CHUNK_SIZE):
   (a VampPrior's mixture, a learned one) or N(0, I) where it has none, of
   `latent_dim` dimensions (needed only then).
   """
-  del chunk_size  # the draws are made at once; their decoding is chunked below
   adapted = models.adapt(model)
   p = adapted.prior()
   if latent_dim is None and isinstance(p, distributions.KNOWN):
@@ -138,7 +138,9 @@ def sample(model, key, num, latent_dim=None, *, chunk_size=CHUNK_SIZE):
     raise ValueError('sample: the model has no prior(), so N(0, I) is drawn; '
                      'give latent_dim, its size')
   z = adapted.prior_draws(key, num, latent_dim)
-  return Samples(z, None if adapted.mean_image is None else decode(model, z))
+  images = (None if adapted.mean_image is None
+            else decode(model, z, chunk_size=chunk_size))  # the draws at once
+  return Samples(z, images)
 
 
 def _slerp(a, b, t):
@@ -184,6 +186,8 @@ def traverse(model, x, dim, values, *, chunk_size=CHUNK_SIZE):
     raise ValueError(f'traverse: dim {dim} is not a dimension of z, which has '
                      f'{z.shape[-1]}')
   values = jnp.asarray(values, z.dtype)
+  if values.ndim != 1:
+    raise ValueError(f'traverse takes values [V]; got {values.shape}')
   path = jnp.broadcast_to(z[:, None], (z.shape[0], values.shape[0], z.shape[1]))
   path = path.at[:, :, dim].set(values[None, :])
   images = decode(model, path.reshape(-1, z.shape[-1]), chunk_size=chunk_size)

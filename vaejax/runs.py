@@ -14,7 +14,6 @@ import dataclasses
 import pathlib
 
 from flax import nnx
-import jax
 
 from vaejax import checkpoint
 from vaejax import config as config_lib
@@ -100,6 +99,5 @@ def load_run(workdir, params='final'):
     reader.close()
   if best:
     epoch = results['final_epoch']
-  return LoadedRun(config, nnx.merge(graphdef, jax.device_put(restored)), epoch,
-                   results)
+  return LoadedRun(config, nnx.merge(graphdef, restored), epoch, results)
 
