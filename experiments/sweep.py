@@ -23,12 +23,14 @@ import jax
 
 import experiments
 from vaejax import config as config_lib
+from vaejax import devices
 from vaejax import sweep
 from vaejax import train
 
 PER_MEMBER = ('seed',)
 config_lib.define_flags(config_lib.TrainConfig, exclude=PER_MEMBER)
 config_lib.define_flags(sweep.SweepFlags)
+config_lib.define_flags(devices.DistributedFlags)
 
 
 def main(argv):
@@ -45,11 +47,7 @@ def main(argv):
         given=lambda name: flags.FLAGS[name].present)
     sweep.parse_shard(sweep_flags.shard)
     sweep.members_of(sweep_flags)
-    if sweep_flags.distributed:
-      jax.distributed.initialize(
-          coordinator_address=sweep_flags.coordinator_address,
-          num_processes=sweep_flags.num_processes,
-          process_id=sweep_flags.process_id)
+    devices.initialize(config_lib.from_flags(devices.DistributedFlags))
     sweep.run(base, sweep_flags,
               log=print if jax.process_index() == 0 else lambda *_: None)
   except train.USER_ERRORS as e:

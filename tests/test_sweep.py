@@ -312,11 +312,6 @@ def run_binary(*args, env=None):
       capture_output=True, text=True, timeout=600, env=env)
 
 
-SMALL_FLAGS = ['--dataset=linear_gaussian', '--likelihood=gaussian',
-               '--hidden_dims=16', '--batch_size=100', '--num_epochs=2',
-               '--eval_iwae_samples=10']
-
-
 # The host-device runs are compared with the in-process reference, which
 # runs on the default backend: on a GPU machine that is another platform.
 on_host_platform = pytest.mark.skipif(
@@ -326,10 +321,13 @@ on_host_platform = pytest.mark.skipif(
 
 # In one process with 4 host devices: the sweep of FLAGS (its members
 # sharded over the devices, 4 on 4) into sys.argv[1]; the sweep of one member
-# (its batch sharded over the devices) into sys.argv[2]; then the per-device
-# batch of the epoch program, for one member and for two.
+# (its batch sharded over the devices) into sys.argv[2]; that member as a
+# single run (`train.train_and_evaluate`, the trainer of experiments.train)
+# into sys.argv[3]; then the per-device batch of the epoch program, for one
+# member, for two, and for the single run, and the examples of one device in
+# the single run's final evaluation.
 FOUR_DEVICES = r"""
-import re, sys, jax, numpy as np
+import dataclasses, re, sys, jax, numpy as np
 from vaejax import config as config_lib, data, sweep, train
 def config(workdir, latent_dim=2):
   return config_lib.TrainConfig(
@@ -340,16 +338,26 @@ sweep.run(config(sys.argv[1]), sweep.SweepFlags(latent_dims=(1, 3), seeds=(0, 1)
                                                 vectorize=True), log=print)
 sweep.run(config(sys.argv[2]), sweep.SweepFlags(latent_dims=(3,), seeds=(1,),
                                                 vectorize=True), log=print)
+single = dataclasses.replace(config(sys.argv[3], 3), seed=1)
+train.train_and_evaluate(single)
 dataset = data.load('linear_gaussian')
+# The first layer's input on one device: [members, batch, 64] (or without
+# the member axis where XLA drops it).
+rows = lambda text: sorted(set(re.findall(r'f32\[(?:\d+,)?(\d+),64\]', text))
+                           - {'1', '16'})
 for latent_dims in ((3,), (1, 3)):
   configs = [config('unused', k) for k in latent_dims]
   states = [jax.tree.map(np.asarray, train.initial_state(c, 20)[2])
             for c in configs]
   text = sweep.VectorizedMembers(configs, states, dataset).epoch_program.as_text()
-  # The first layer's input on one device: [members, batch, 64] (or without
-  # the member axis where XLA drops it).
-  rows = set(re.findall(r'f32\[(?:\d+,)?(\d+),64\]', text)) - {'1', '16'}
-  print(len(latent_dims), sorted(rows))
+  print(len(latent_dims), rows(text))
+run = train.SingleRun(single, *train.initial_state(single, 20), dataset)
+print('single', rows(run.epoch_program.as_text()))
+final = train.final_program(single, run._example_sharding).lower(
+    run._state['params'], run._eval_x['test'], run._eval_x['train'],
+    run._keys['test'], run._keys['iwae']).compile().as_text()
+# The IWAE bound's K = 10 draws of z (size 3) of one device's examples.
+print('final', sorted(set(re.findall(r'f32\[(\d+),10,3\]', final))))
 """
 
 
@@ -358,9 +366,11 @@ def test_four_devices_give_the_results_of_one(reference, tmp_path):
   workdir, _ = reference
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4')
-  four, one = tmp_path / 'four_members', tmp_path / 'one_member'
+  four, one, single = (tmp_path / 'four_members', tmp_path / 'one_member',
+                       tmp_path / 'single')
   result = subprocess.run(
-      [sys.executable, '-c', FOUR_DEVICES, str(four), str(one)],
+      [sys.executable, '-c', FOUR_DEVICES, str(four), str(one),
+       str(single / 'latent003_seed1')],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'on 4 device(s)' in result.stdout
@@ -368,12 +378,15 @@ def test_four_devices_give_the_results_of_one(reference, tmp_path):
     assert_close(member_files(four, member.name),
                  member_files(workdir, member.name))
   # One member: its batch of 100 split over the 4 devices, and the results
-  # of one device. Two members (padded to 4, one per device): each device a
-  # whole batch.
-  assert result.stdout.splitlines()[-2:] == ["1 ['25']", "2 ['100']"], (
-      result.stdout)
-  assert_close(member_files(one, 'latent003_seed1'),
-               member_files(workdir, 'latent003_seed1'))
+  # of one device; so for the single run, whose final evaluation gives each
+  # device 125 of the 500 test examples. Two members (padded to 4, one per
+  # device): each device a whole batch.
+  assert result.stdout.splitlines()[-4:] == [
+      "1 ['25']", "2 ['100']", "single ['25']", "final ['125']"], result.stdout
+  assert 'on 4 devices: each batch of 100 split into 4 of 25' in result.stdout
+  for name in (one, single):
+    assert_close(member_files(name, 'latent003_seed1'),
+                 member_files(workdir, 'latent003_seed1'))
 
 
 def test_resume_after_switching_to_vectorised_rewinds_cleanly(tmp_path):
@@ -407,21 +420,42 @@ def free_port():
     return s.getsockname()[1]
 
 
+# One process of a two-process job (sys.argv[4] its index, sys.argv[3] the
+# coordinator's port), as experiments.sweep and experiments.train run with
+# --distributed: the sweep of FLAGS into sys.argv[1], then its member
+# latent003_seed1 as a single run into sys.argv[2].
+TWO_PROCESSES = r"""
+import dataclasses, sys
+from vaejax import config as config_lib, devices, sweep, train
+devices.initialize(devices.DistributedFlags(
+    distributed=True, coordinator_address=f'127.0.0.1:{sys.argv[3]}',
+    num_processes=2, process_id=int(sys.argv[4])))
+log = print if int(sys.argv[4]) == 0 else lambda *_: None
+config = config_lib.TrainConfig(
+    workdir=sys.argv[1], dataset='linear_gaussian', likelihood='gaussian',
+    hidden_dims=(16,), batch_size=100, num_epochs=2, eval_iwae_samples=10,
+    progress=False)
+sweep.run(config, sweep.SweepFlags(latent_dims=(1, 3), seeds=(0, 1),
+                                   vectorize=True), log=log)
+train.train_and_evaluate(dataclasses.replace(
+    config, workdir=sys.argv[2], latent_dim=3, seed=1))
+"""
+
+
 @on_host_platform
 def test_two_processes_give_the_results_of_one(reference, tmp_path):
   # A multi-host job on one machine: two processes with two CPU devices each,
-  # one program over the four, through jax.distributed on the loopback.
+  # one program over the four, through jax.distributed on the loopback: a
+  # sweep's members split over the devices, then one model's batches.
   workdir, _ = reference
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=2')
   port = free_port()
+  swept, single = tmp_path / 'sweep', tmp_path / 'single'
   processes = [
       subprocess.Popen(
-          [sys.executable, '-m', 'experiments.sweep', f'--workdir={tmp_path}',
-           '--latent_dims=1,3', '--seeds=0,1', '--vectorize', *SMALL_FLAGS,
-           '--distributed',
-           f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-           f'--process_id={i}'],
+          [sys.executable, '-c', TWO_PROCESSES, str(swept),
+           str(single / 'latent003_seed1'), str(port), str(i)],
           cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
           text=True)
       for i in range(2)]
@@ -429,11 +463,14 @@ def test_two_processes_give_the_results_of_one(reference, tmp_path):
   for p, (out, err) in zip(processes, outputs):
     assert p.returncode == 0, err[-3000:]
   assert 'on 4 device(s)' in outputs[0][0]
+  assert 'on 4 devices: each batch of 100 split into 4 of 25' in outputs[0][0]
   # Process 1 computes; process 0 reports (Gloo's own lines aside).
   assert 'epoch' not in outputs[1][0] and 'member' not in outputs[1][0]
   for member in sweep.members_of(FLAGS):
-    assert_close(member_files(tmp_path, member.name),
+    assert_close(member_files(swept, member.name),
                  member_files(workdir, member.name))
+  assert_close(member_files(single, 'latent003_seed1'),
+               member_files(workdir, 'latent003_seed1'))
 
 
 @pytest.mark.parametrize('backend, vectorize, expected', [

@@ -22,6 +22,8 @@ from vaejax import plots
 from vaejax.bounds import elbo_and_kl_per_layer
 from vaejax.bounds import iwae_bound
 
+P = jax.sharding.PartitionSpec
+
 # Burda et al. (2015): a unit is active when Var_x(E_q[z_u | x]) > 0.01,
 # counted (in their code) over the first 500 training images; vaejax also
 # counts over the test set.
@@ -29,18 +31,33 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 ACTIVE_UNIT_TRAIN_EXAMPLES = 500
 
 
-def map_over_examples(fn, num_examples, chunk_size):
+def map_over_examples(fn, num_examples, chunk_size, example_sharding=None):
   """Runs `fn(indices [chunk])` over equal chunks covering range(num_examples).
 
   Chunks hold at most `chunk_size` indices and are as equal as they can be,
   so padding is less than one index per chunk: the last chunk repeats the
   last index and the padded results are dropped. Outputs are concatenated
   along their leading axis.
+
+  With `example_sharding` (a `NamedSharding` of one axis over n devices,
+  `vaejax.devices`), each chunk's indices are split over the n devices and
+  a chunk holds up to n * `chunk_size` indices, `chunk_size` per device: the
+  devices share every chunk, and each one's memory is that of one device's
+  chunk. The results are the same: `fn` of an index does not depend on the
+  chunk it is in.
   """
-  num_chunks = -(-num_examples // chunk_size)
+  count = 1 if example_sharding is None else example_sharding.mesh.devices.size
+  num_chunks = -(-num_examples // (chunk_size * count))
   chunk_size = -(-num_examples // num_chunks)
-  indices = jnp.minimum(jnp.arange(num_chunks * chunk_size), num_examples - 1)
-  outputs = jax.lax.map(fn, indices.reshape(num_chunks, chunk_size))
+  chunk_size = -(-chunk_size // count) * count
+  indices = jnp.minimum(jnp.arange(num_chunks * chunk_size),
+                        num_examples - 1).reshape(num_chunks, chunk_size)
+  if example_sharding is not None:
+    indices = jax.lax.with_sharding_constraint(indices, jax.sharding.NamedSharding(
+        example_sharding.mesh, P(None, *example_sharding.spec)))
+    fn = lambda chunk, fn=fn: fn(
+        jax.lax.with_sharding_constraint(chunk, example_sharding))
+  outputs = jax.lax.map(fn, indices)
   return jax.tree.map(
       lambda a: a.reshape(-1, *a.shape[2:])[:num_examples], outputs)
 
@@ -63,13 +80,13 @@ class EvaluatedTerms(NamedTuple):
   kl_per_layer: jax.Array | None = None
 
 
-def make_evaluate(model_fn, batch_size):
+def make_evaluate(model_fn, batch_size, *, example_sharding=None):
   """`evaluate(params, x, key, *model_args)` -> mean `EvaluatedTerms` over x.
 
   The ELBO proper (beta = 1) with one draw per example, from
   `fold_in(key, index)`, in batches of `batch_size`; its KL in closed form
   where the posterior and prior have one (not the VampPrior's), else the
-  estimate from the same draw.
+  estimate from the same draw. `example_sharding`: see `map_over_examples`.
   """
 
   def evaluate(params, x, key, *model_args):
@@ -82,14 +99,14 @@ def make_evaluate(model_fn, batch_size):
 
     terms, kl_per_layer = jax.tree.map(
         lambda a: jnp.mean(a, axis=0),  # [L] per layer kept
-        map_over_examples(chunk, x.shape[0], batch_size))
+        map_over_examples(chunk, x.shape[0], batch_size, example_sharding))
     return EvaluatedTerms(*terms, kl_per_layer if kl_per_layer.shape[0] > 1
                           else None)
 
   return evaluate
 
 
-def make_iwae(model_fn, num_samples, chunk_size):
+def make_iwae(model_fn, num_samples, chunk_size, *, example_sharding=None):
   """`iwae(params, x, key, *model_args)` -> `[N]` importance-weighted bounds.
 
   At most `chunk_size` (examples x samples) log-weights exist at once: when
@@ -111,12 +128,13 @@ def make_iwae(model_fn, num_samples, chunk_size):
       return jax.vmap(functools.partial(one_example, model))(
           x[indices], _example_keys(key, indices))
 
-    return map_over_examples(chunk, x.shape[0], examples_per_chunk)
+    return map_over_examples(chunk, x.shape[0], examples_per_chunk,
+                             example_sharding)
 
   return iwae
 
 
-def make_latent_stats(model_fn, batch_size):
+def make_latent_stats(model_fn, batch_size, *, example_sharding=None):
   """`latent_stats(params, x, key, *model_args)` -> (active units, `[L]` mean KL per dim).
 
   `key` reaches only an encoder that draws randomness of its own.
@@ -127,16 +145,17 @@ def make_latent_stats(model_fn, batch_size):
     q = map_over_examples(
         lambda indices: jax.vmap(model.posterior)(x[indices],
                                                   _example_keys(key, indices)),
-        x.shape[0], batch_size)
+        x.shape[0], batch_size, example_sharding)
     if model.layers > 1:
-      return _active_per_layer(model, q.mean, key, batch_size), None
+      return _active_per_layer(model, q.mean, key, batch_size,
+                               example_sharding), None
     active = jnp.sum(jnp.var(q.mean, axis=0) > ACTIVE_UNIT_THRESHOLD)
     return active, _mean_kl_per_dim(q, model.prior())
 
   return latent_stats
 
 
-def _active_per_layer(model, means, key, batch_size):
+def _active_per_layer(model, means, key, batch_size, example_sharding):
   """`[L]` active units of each stochastic layer of the adapted `model`, bottom up.
 
   E[z_l|x] for l >= 2 is taken through the chain of means: the mean of
@@ -151,7 +170,7 @@ def _active_per_layer(model, means, key, batch_size):
             lambda z, k: model.posterior_layer(
                 layer, z, jax.random.fold_in(k, layer)).mean)(
                     means[indices], _example_keys(key, indices)),
-        means.shape[0], batch_size)
+        means.shape[0], batch_size, example_sharding)
     counts.append(jnp.sum(jnp.var(means, axis=0) > ACTIVE_UNIT_THRESHOLD))
   return jnp.stack(counts)
 
@@ -174,7 +193,7 @@ def _mean_kl_per_dim(q, p):
 
 
 def make_final_evaluation(model_fn, *, batch_size, iwae_samples,
-                          iwae_chunk_size):
+                          iwae_chunk_size, example_sharding=None):
   """`final(params, x, train_x, test_key, iwae_key, *model_args)` -> the final figures.
 
   `x` is the test set, `train_x` the first `ACTIVE_UNIT_TRAIN_EXAMPLES`
@@ -182,11 +201,13 @@ def make_final_evaluation(model_fn, *, batch_size, iwae_samples,
   `ElboTerms`, draws from `test_key`), 'bounds' (`[N]` IWAE bounds with K =
   `iwae_samples`, from `iwae_key`), 'active' and 'active_train' (active
   units over `x` and over `train_x`; per layer for several stochastic
-  layers) and 'kl_per_dim' (`[L]`).
+  layers) and 'kl_per_dim' (`[L]`). With `example_sharding`, every part
+  splits its examples over the devices (`map_over_examples`).
   """
-  evaluate = make_evaluate(model_fn, batch_size)
-  iwae = make_iwae(model_fn, iwae_samples, iwae_chunk_size)
-  latent_stats = make_latent_stats(model_fn, batch_size)
+  split = dict(example_sharding=example_sharding)
+  evaluate = make_evaluate(model_fn, batch_size, **split)
+  iwae = make_iwae(model_fn, iwae_samples, iwae_chunk_size, **split)
+  latent_stats = make_latent_stats(model_fn, batch_size, **split)
 
   def final(params, x, train_x, test_key, iwae_key, *model_args):
     active, kl_per_dim = latent_stats(params, x, test_key, *model_args)

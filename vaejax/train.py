@@ -20,6 +20,7 @@ import numpy as np
 from vaejax import checkpoint
 from vaejax import config as config_lib
 from vaejax import data
+from vaejax import devices
 from vaejax import evaluation
 from vaejax import files
 from vaejax import loop
@@ -103,76 +104,102 @@ def _shape_config(config):
 
 
 @functools.lru_cache(maxsize=16)
-def _final_program(config):
+def _final_program(config, example_sharding):
   graphdef = models.graphdef_of(config)
   return jax.jit(evaluation.make_final_evaluation(
       functools.partial(nnx.merge, graphdef), batch_size=config.eval_batch_size,
       iwae_samples=config.eval_iwae_samples,
-      iwae_chunk_size=config.iwae_chunk_size))
+      iwae_chunk_size=config.iwae_chunk_size, example_sharding=example_sharding))
 
 
-def final_program(config):
+def final_program(config, example_sharding=None):
   """The jit-compiled final evaluation of `config`'s model.
 
   Cached by configuration less seeds and paths, so the members of a sweep
-  that share a latent size compile it once.
+  that share a latent size compile it once. `example_sharding` splits the
+  examples over the devices (`evaluation.map_over_examples`).
   """
-  return _final_program(_shape_config(config))
+  return _final_program(_shape_config(config), example_sharding)
+
+
+def _readable(tree):
+  """`tree` as this process can read it: as it is in a single process, whole
+  host copies in a multi-process job (`devices.to_host`)."""
+  return tree if jax.process_count() == 1 else devices.to_host(tree)
 
 
 class SingleRun:
-  """One model trained by the compiled epoch: a `loop.Trainer` of one member."""
+  """One model trained by the compiled epoch: a `loop.Trainer` of one member.
+
+  On several devices (all of every process's, `vaejax.devices`), the model
+  is replicated, each batch is split over the devices, and so are the
+  examples of every evaluation; the figures are those of one device up to
+  the order of float sums. A batch that does not divide by the device count
+  is computed whole on every device (`batch_sharding` is then None).
+  """
 
   def __init__(self, config, graphdef, optimizer, state, dataset):
     self.configs = [config]
     self.keys = rng.RunKeys.of(config)
     self.steps_per_epoch = step_lib.steps_per_epoch(len(dataset.train),
                                                     config.batch_size)
+    mesh = devices.mesh()
+    self.num_devices = mesh.devices.size
+    self.batch_sharding = devices.batch_sharding(mesh, config.batch_size)
+    self._example_sharding = devices.example_sharding(mesh)
+    self._replicated = devices.replicated(mesh)
     self._graphdef = graphdef
     self._config = config
-    self._state = state
-    self._train_data = jax.device_put(dataset.train)
-    self._eval_x = {'valid': eval_inputs(dataset.valid, config, 0),
-                    'test': eval_inputs(dataset.test, config, 1),
-                    'train': first_train_inputs(dataset, config)}
-    self.test_inputs = np.asarray(self._eval_x['test'])
+    self.set_states([state])
+    put = functools.partial(devices.put, sharding=self._replicated)
+    self._keys = put({'train': self.keys.train, 'data': self.keys.data,
+                      'valid': self.keys.valid, 'test': self.keys.test,
+                      'iwae': self.keys.iwae})
+    self._train_data = put(dataset.train)
+    self.test_inputs = np.asarray(eval_inputs(dataset.test, config, 1))
+    self._eval_x = put({'valid': eval_inputs(dataset.valid, config, 0),
+                        'test': self.test_inputs,
+                        'train': first_train_inputs(dataset, config)})
     model_fn = functools.partial(nnx.merge, graphdef)
     compile_start = time.perf_counter()
-    self._epoch = jax.jit(
-        build_train_epoch(config, model_fn, optimizer, self.steps_per_epoch),
+    # The compiled epoch; `.as_text()` shows its per-device shapes.
+    self.epoch_program = jax.jit(
+        build_train_epoch(config, model_fn, optimizer, self.steps_per_epoch,
+                          batch_sharding=self.batch_sharding),
         donate_argnums=(0, 1)).lower(
-            state['params'], state['opt_state'], self._train_data,
-            jnp.int32(0), self.keys.train, self.keys.data).compile()
-    self._evaluate = jax.jit(evaluation.make_evaluate(model_fn,
-                                                      config.eval_batch_size))
+            self._state['params'], self._state['opt_state'], self._train_data,
+            jnp.int32(0), self._keys['train'], self._keys['data']).compile()
+    self._evaluate = jax.jit(evaluation.make_evaluate(
+        model_fn, config.eval_batch_size,
+        example_sharding=self._example_sharding))
     self.compile_seconds = time.perf_counter() - compile_start
 
   def train_epoch(self, epoch):
-    params, opt_state, stats = self._epoch(
+    params, opt_state, stats = self.epoch_program(
         self._state['params'], self._state['opt_state'], self._train_data,
-        jnp.int32(epoch), self.keys.train, self.keys.data)
+        jnp.int32(epoch), self._keys['train'], self._keys['data'])
     self._state = {'params': params, 'opt_state': opt_state}
-    return [jax.tree.map(np.asarray, stats)]
+    return [devices.to_host(stats)]
 
   def evaluate(self, split):
-    key = self.keys.valid if split == 'valid' else self.keys.test
-    return [self._evaluate(self._state['params'], self._eval_x[split], key)]
+    return [devices.to_host(self._evaluate(
+        self._state['params'], self._eval_x[split], self._keys[split]))]
 
   def states(self):
-    return [self._state]
+    return [_readable(self._state)]
 
   def final_evaluation(self):
-    final = final_program(self._config)(
+    final = final_program(self._config, self._example_sharding)(
         self._state['params'], self._eval_x['test'], self._eval_x['train'],
-        self.keys.test, self.keys.iwae)
-    return [jax.tree.map(np.asarray, final)]
+        self._keys['test'], self._keys['iwae'])
+    return [devices.to_host(final)]
 
   def models(self):
-    return [nnx.merge(self._graphdef, self._state['params'])]
+    return [nnx.merge(self._graphdef, _readable(self._state['params']))]
 
   def set_states(self, states):
     (state,) = states
-    self._state = jax.tree.map(jnp.asarray, state)
+    self._state = devices.put(state, self._replicated)
 
 
 def train_and_evaluate(config):
@@ -215,6 +242,9 @@ def train_loaded(config, dataset, run_dir):
   trainer = SingleRun(config, graphdef, optimizer, state, dataset)
   progress = loop.Progress(config.num_epochs, start_epoch, config.progress)
   try:
+    if trainer.num_devices > 1:
+      progress.write(devices_line(trainer.num_devices, config.batch_size,
+                                  trainer.batch_sharding))
     if start_epoch:
       progress.write(f'resuming from the checkpoint of epoch {start_epoch}')
     loop.run_epochs(trainer, [run_dir], start_epoch, progress)
@@ -225,3 +255,14 @@ def train_loaded(config, dataset, run_dir):
     return results
   finally:
     progress.close()
+
+
+def devices_line(num_devices, batch_size, batch_sharding):
+  """How a run of one model uses `num_devices` devices, in one line."""
+  if batch_sharding is None:
+    return (f'on {num_devices} devices: a batch of {batch_size} does not '
+            f'divide by {num_devices}, so every device computes it whole; '
+            'the evaluations split their examples over the devices')
+  return (f'on {num_devices} devices: each batch of {batch_size} split into '
+          f'{num_devices} of {batch_size // num_devices}, and the evaluations\' '
+          'examples too')

@@ -41,17 +41,6 @@ class SweepFlags:
   shard: str = _field(
       '0/1', 'i/n: train only members i, i+n, i+2n, ... (0 <= i < n), for n '
       'independent jobs; then run `summarize`.')
-  distributed: bool = _field(
-      False, 'Call jax.distributed.initialize() first: one program over the '
-      'devices of all processes (multi-host); every process runs the same '
-      'command, process 0 writes the files.')
-  coordinator_address: str | None = _field(
-      None, 'With --distributed, where JAX\'s coordinator listens (host:port); '
-      'leave unset where JAX detects the cluster (SLURM, Open MPI, TPU, ...).')
-  num_processes: int | None = _field(
-      None, 'With --distributed, the number of processes (unset: detected).')
-  process_id: int | None = _field(
-      None, 'With --distributed, this process\'s index (unset: detected).')
 
 
 @dataclasses.dataclass(frozen=True)

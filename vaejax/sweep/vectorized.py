@@ -6,10 +6,11 @@ training epoch over them; the members share the batches (one pair of data
 keys) unless their data seeds differ. Several members are sharded over all
 devices (a Mesh with one axis, padded to a multiple of the device count with
 copies of the first, whose results are dropped); a single member is
-replicated and its batch is sharded instead (data parallelism). The final
-evaluation runs each device's members one after another on that device
-(`jax.shard_map` over the members), so memory is one member's and every
-device works.
+replicated and its batch is sharded instead (data parallelism), as in a
+single run (`vaejax.devices`). The final evaluation runs each device's
+members one after another on that device (`jax.shard_map` over the members),
+so memory is one member's and every device works; a single member's
+evaluations split its examples over the devices.
 """
 
 import dataclasses
@@ -18,10 +19,10 @@ import time
 
 from flax import nnx
 import jax
-from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
+from vaejax import devices
 from vaejax import evaluation
 from vaejax import models
 from vaejax import rng
@@ -29,23 +30,7 @@ from vaejax import step as step_lib
 from vaejax import train
 from vaejax.sweep import padding
 
-P = jax.sharding.PartitionSpec
-
-
-def _put(tree, sharding):
-  """Arrays that every process holds whole -> global arrays with `sharding`.
-
-  Each process provides the shards on its own devices, so this also works
-  when the mesh spans several processes (multi-host).
-  """
-
-  def put(a):
-    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-      return jax.random.wrap_key_data(put(jax.random.key_data(a)))
-    a = np.asarray(a)
-    return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
-
-  return jax.tree.map(put, tree)
+P = devices.P
 
 
 def _host_stack(*arrays):
@@ -53,12 +38,6 @@ def _host_stack(*arrays):
   if jax.dtypes.issubdtype(arrays[0].dtype, jax.dtypes.prng_key):
     return jnp.stack(arrays)
   return np.stack([np.asarray(a) for a in arrays])
-
-
-def _to_host(tree):
-  if jax.process_count() > 1:
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.tree.map(np.asarray, tree)
 
 
 def _pick(tree, m):
@@ -89,19 +68,19 @@ class VectorizedMembers:
     self._member_states = None
     self.keys = [rng.RunKeys.of(c) for c in configs]
 
-    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ('devices',))
+    mesh = devices.mesh()
     self.num_devices = mesh.devices.size
-    replicated = jax.sharding.NamedSharding(mesh, P())
-    self.batch_sharding = None
-    if len(configs) == 1:
+    replicated = devices.replicated(mesh)
+    self.batch_sharding = example_sharding = None
+    if len(configs) == 1:  # as a single run (`train.SingleRun`)
       count, by_member = 1, replicated
-      if self.num_devices > 1 and base.batch_size % self.num_devices == 0:
-        self.batch_sharding = jax.sharding.NamedSharding(mesh, P('devices'))
+      self.batch_sharding = devices.batch_sharding(mesh, base.batch_size)
+      example_sharding = devices.example_sharding(mesh)
     else:
       count = -(-len(configs) // self.num_devices) * self.num_devices
-      by_member = jax.sharding.NamedSharding(mesh, P('devices'))
+      by_member = jax.sharding.NamedSharding(mesh, P(devices.AXIS))
     index = list(range(len(configs))) + [0] * (count - len(configs))
-    stack = lambda items: _put(jax.tree.map(
+    stack = lambda items: devices.put(jax.tree.map(
         _host_stack, *[items[i] for i in index]), by_member)
     self._stack = stack
     self._padded_like = padded_like
@@ -116,13 +95,13 @@ class VectorizedMembers:
     if independent:
       self._data_keys = stack([k.data for k in self.keys])
     else:
-      self._data_keys = _put(self.keys[0].data, replicated)
-    self._train_data = _put(dataset.train, replicated)
+      self._data_keys = devices.put(self.keys[0].data, replicated)
+    self._train_data = devices.put(dataset.train, replicated)
     self.test_inputs = np.asarray(train.eval_inputs(dataset.test, base, 1))
     self._eval_x = {
-        'valid': _put(train.eval_inputs(dataset.valid, base, 0), replicated),
-        'test': _put(self.test_inputs, replicated),
-        'train': _put(train.first_train_inputs(dataset, base), replicated)}
+        'valid': devices.put(train.eval_inputs(dataset.valid, base, 0), replicated),
+        'test': devices.put(self.test_inputs, replicated),
+        'train': devices.put(train.first_train_inputs(dataset, base), replicated)}
 
     model_fn = lambda params, mask: padding.MaskedLatents(
         nnx.merge(graphdef, params), mask)
@@ -144,13 +123,14 @@ class VectorizedMembers:
         self._data_keys, self._mask).compile()
     self.compile_seconds = time.perf_counter() - compile_start
     self._evaluate = jax.jit(jax.vmap(
-        evaluation.make_evaluate(model_fn, base.eval_batch_size),
+        evaluation.make_evaluate(model_fn, base.eval_batch_size,
+                                 example_sharding=example_sharding),
         in_axes=(0, None, 0, 0)))
 
     final = evaluation.make_final_evaluation(
         model_fn, batch_size=base.eval_batch_size,
         iwae_samples=base.eval_iwae_samples,
-        iwae_chunk_size=base.iwae_chunk_size)
+        iwae_chunk_size=base.iwae_chunk_size, example_sharding=example_sharding)
 
     def members_final(params, x, train_x, test_key, iwae_key, mask):
       return jax.lax.map(lambda a: final(a[0], x, train_x, *a[1:]),
@@ -158,10 +138,9 @@ class VectorizedMembers:
 
     if by_member is not replicated:
       members_final = jax.shard_map(
-          members_final, mesh=mesh, in_specs=(P('devices'), P(), P(),
-                                              P('devices'), P('devices'),
-                                              P('devices')),
-          out_specs=P('devices'))
+          members_final, mesh=mesh, in_specs=(by_member.spec, P(), P(),
+                                              *[by_member.spec] * 3),
+          out_specs=by_member.spec)
     self._final = jax.jit(members_final)
 
   def train_epoch(self, epoch):
@@ -170,19 +149,19 @@ class VectorizedMembers:
                                     jnp.int32(epoch), self._train_key,
                                     self._data_keys, self._mask)
     self._member_states = None
-    stats = _to_host(stats)
+    stats = devices.to_host(stats)
     return [_pick(stats, m) for m in range(len(self.configs))]
 
   def evaluate(self, split):
     """Each member's mean `ElboTerms` on 'valid' or 'test', host."""
-    terms = _to_host(self._evaluate(self.state['params'], self._eval_x[split],
+    terms = devices.to_host(self._evaluate(self.state['params'], self._eval_x[split],
                                     self._eval_keys[split], self._mask))
     return [_pick(terms, m) for m in range(len(self.configs))]
 
   def states(self):
     """Each member's state in its own shapes, host arrays."""
     if self._member_states is None:
-      host = _to_host(self.state)
+      host = devices.to_host(self.state)
       self._member_states = [
           jax.tree.map(np.asarray, padding.extract_latents(
               _pick(host, m), like, c.latent_dim, self.max_latent,
@@ -192,7 +171,7 @@ class VectorizedMembers:
 
   def final_evaluation(self):
     """Each member's final figures (`evaluation.make_final_evaluation`), host."""
-    finals = _to_host(self._final(self.state['params'], self._eval_x['test'],
+    finals = devices.to_host(self._final(self.state['params'], self._eval_x['test'],
                                   self._eval_x['train'],
                                   self._eval_keys['test'],
                                   self._eval_keys['iwae'], self._mask))
