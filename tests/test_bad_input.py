@@ -437,3 +437,37 @@ def test_a_read_only_workdir_is_refused(runs, tmp_path, binary):
   finally:
     for path in [workdir, *workdir.rglob('*')]:
       os.chmod(path, 0o755)
+
+
+# The binaries on a trained run: nothing is written into it, and nothing is
+# compiled before the refusal. On a new folder, or on the run killed after
+# its first checkpoint (unfinished: no final parameters).
+RUN_CASES = [
+    ('generate', False, [], 'holds no vaejax run: it has no config.json'),
+    ('embed', False, [], 'holds no vaejax run: it has no config.json'),
+    ('generate', True, [], 'has not finished (no results.json)'),
+    ('embed', True, [], 'has not finished (no results.json)'),
+    ('generate', True, ['--params=best'], '--params must be one of final, last'),
+    ('embed', True, ['--params=7'], 'has no checkpoint of epoch 7'),
+    ('generate', True, ['--split=dev'], '--split must be one of train, valid, test'),
+    ('embed', True, ['--split=dev'], '--split must be one of train, valid, test'),
+    ('generate', True, ['--params=last', '--num_samples=0'],
+     '--num_samples must be at least 1'),
+    ('generate', True, ['--params=last', '--interpolation_steps=1'],
+     '--interpolation_steps must be at least 2'),
+    ('generate', True, ['--params=last', '--traverse_range=0'],
+     '--traverse_range must be positive'),
+    ('generate', True, ['--params=last', '--num_interpolations=300'],
+     'needs 600 examples of the test split, which has 500'),
+    ('generate', True, ['--params=last', '--split=valid', '--traverse_example=500'],
+     'needs 501 examples of the valid split, which has 500'),
+]
+
+
+@pytest.mark.parametrize('binary, on_run, args, message', RUN_CASES,
+                         ids=[f'{b} {" ".join(a)}' for b, _, a, _ in RUN_CASES])
+def test_the_binaries_on_a_run_refuse_bad_input(runs, tmp_path, binary, on_run,
+                                                args, message):
+  workdir = (shutil.copytree(runs / 'train', tmp_path / 'train') if on_run
+             else tmp_path / 'new')
+  assert_refused(binary, args, message, workdir)

@@ -130,6 +130,7 @@ def test_real_binarized_mnist(tmp_path, tfds_dirs):
     np.testing.assert_array_equal(getattr(again, split), getattr(dataset, split))
     np.testing.assert_array_equal(getattr(cached, split), getattr(dataset, split))
   assert cache.stat().st_size > 50_000 * 784
+  assert dataset.labels is None and again.labels is None  # it has none
 
 
 @pytest.mark.real_data
@@ -206,6 +207,29 @@ def test_a_npz_file_unfit_to_train_on_says_why(tmp_path, arrays, message):
   np.savez(path, **arrays)
   with pytest.raises(data.DataError, match=f'dataset {path}.*{message}'):
     data.get_spec(path)
+
+
+def test_a_npz_files_labels_are_read_and_checked(tmp_path):
+  arrays = splits_of(lambda n: RNG.random((n, 6, 4)) < 0.5)
+  labels = {f'{s}_labels': RNG.integers(0, 5, len(x)) for s, x in arrays.items()}
+  path = str(tmp_path / 'mine.npz')
+  np.savez(path, **arrays, **labels)
+  dataset = data.load(path)
+  for got, split in zip(dataset.labels, ('train', 'valid', 'test')):
+    np.testing.assert_array_equal(got, labels[f'{split}_labels'])
+  np.savez(path, **arrays)
+  assert data.load(path).labels is None
+  for given, message in [
+      ({'train_labels': labels['train_labels']},
+       'has train_labels but not valid_labels, test_labels'),
+      ({**labels, 'valid_labels': labels['valid_labels'][:3]},
+       r'valid_labels must be \[5\] integers .* got int64 \(3,\)'),
+      ({**labels, 'test_labels': labels['test_labels'] * 0.5},
+       r'test_labels must be \[4\] integers'),
+  ]:
+    np.savez(path, **arrays, **given)
+    with pytest.raises(data.DataError, match=message):
+      data.load(path)
 
 
 def test_a_missing_or_foreign_npz_file_says_so(tmp_path):

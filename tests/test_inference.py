@@ -1,5 +1,6 @@
 """Using what was trained: vaejax.load_run and the batch helpers."""
 
+import functools
 import hashlib
 import pathlib
 import subprocess
@@ -8,10 +9,13 @@ import sys
 from flax import nnx
 import jax
 import jax.numpy as jnp
+from matplotlib import colormaps
+from matplotlib import image as mpl_image
 import numpy as np
 import pytest
 
 import vaejax
+from vaejax import artifacts
 from vaejax import checkpoint
 from vaejax import config as config_lib
 from vaejax import data
@@ -19,6 +23,7 @@ from vaejax import evaluation
 from vaejax import nets
 from vaejax import rng
 from vaejax import train
+import pngs  # pylint: disable=g-bad-import-order
 
 
 @pytest.fixture(scope='module')
@@ -168,6 +173,62 @@ def test_interpolations_and_traversals_decode_the_posterior_means():
     vaejax.decode(model, means[0])
   with pytest.raises(ValueError, match='interpolate: x_a .* and x_b .* must have one shape'):
     vaejax.interpolate(model, x[:2], x[:3], 5)
+
+
+def test_generate_and_embed_write_what_the_helpers_compute(tmp_path):
+  # A user's labelled file: 8x8 binary images, labels 0, 1, 2.
+  gen = np.random.default_rng(0)
+  splits = {'train': 300, 'valid': 50, 'test': 50}
+  arrays = {s: gen.random((n, 8, 8)) < 0.3 for s, n in splits.items()}
+  arrays.update({f'{s}_labels': gen.integers(0, 3, n) for s, n in splits.items()})
+  np.savez(tmp_path / 'mine.npz', **arrays)
+  workdir = tmp_path / 'run'
+  config = config_lib.TrainConfig(
+      workdir=str(workdir), dataset=str(tmp_path / 'mine.npz'), hidden_dims=(16,),
+      latent_dim=3, batch_size=50, num_epochs=1, eval_iwae_samples=5,
+      progress=False)
+  train.train_and_evaluate(config)
+  flags = artifacts.GenerateFlags(num_samples=12, num_reconstructions=5,
+                                  num_interpolations=3, interpolation_steps=4)
+  written = artifacts.generate(workdir, seed=3, flags=flags, log=lambda *_: None)
+  written += artifacts.embed(workdir, split='valid', log=lambda *_: None)
+  out = workdir / 'generated'
+  assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)
+  load = lambda name: dict(np.load(out / f'{name}.npz'))
+  model, key = vaejax.load_run(workdir).model, jax.random.key(3)
+  test_x = arrays['test'][..., None].astype(np.float32)
+  # Each array is what the helper gives for the same key, example and size.
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+  samples = load('samples')
+  drawn = vaejax.sample(model, jax.random.fold_in(key, 0), 12)
+  close(samples['latents'], drawn.latents)
+  close(samples['images'], drawn.images)
+  assert samples['images'].shape == (12, 8, 8, 1)
+  rebuilt = load('reconstructions')
+  close(rebuilt['inputs'], test_x[:5])
+  close(rebuilt['reconstructions'],
+        vaejax.reconstruct(model, test_x[:5], jax.random.fold_in(key, 1)))
+  paths = load('interpolations')
+  assert paths['images'].shape == (3, 4, 8, 8, 1)
+  close(paths['x_a'], test_x[0:6:2])
+  close(paths['images'][:, 0], vaejax.decode(model, vaejax.encode(model, test_x[0:6:2]).mean))
+  close(paths['images'][:, -1], vaejax.decode(model, vaejax.encode(model, test_x[1:6:2]).mean))
+  walks = load('traversals')
+  assert walks['images'].shape == (3, 9, 8, 8, 1)  # z has 3 of the 10 dims
+  close(walks['values'], np.linspace(-3, 3, 9))
+  close(walks['images'][2], vaejax.traverse(model, test_x[:1], 2, walks['values'])[0])
+  embedded = load('embeddings_valid')
+  valid_x = arrays['valid'][..., None].astype(np.float32)
+  q = vaejax.encode(model, valid_x)
+  close(embedded['mean'], q.mean)
+  close(embedded['log_var'], q.log_var)
+  np.testing.assert_array_equal(embedded['labels'], arrays['valid_labels'])
+  # The scatter plot draws a point of each label's colour; the grids decode
+  # at one pixel per pixel under their titles.
+  pngs.assert_figure(out / 'embeddings_valid.png', inches=(6.0, 5.0),
+                     colours=[colormaps['tab10'](i) for i in range(3)])
+  grid = mpl_image.imread(out / 'traversals.png')
+  assert grid.shape[0] == 30 + 3 * 9 - 1, grid.shape  # title, 3 rows of 8 + 1
 
 
 def test_a_sweep_member_with_its_best_epoch_loads(tmp_path):

@@ -29,7 +29,8 @@ def save_grid(path, images, num_cols, *, value_range=(0.0, 1.0), title=None):
   """Writes an image grid as a PNG; values are clipped to `value_range`.
 
   One pixel per pixel; with a `title`, the grid is drawn under it at the
-  same scale (on a canvas at least 240 pixels wide, for the title).
+  same scale (on a canvas at least 240 pixels wide, and as wide as the
+  title).
   """
   low, high = value_range
   grid = (np.clip(image_grid(images, num_cols), low, high) - low) / max(
@@ -42,7 +43,9 @@ def save_grid(path, images, num_cols, *, value_range=(0.0, 1.0), title=None):
     mpl_image.imsave(path, pixels, **grey)
     return
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  dpi, title_height, min_width = 100, 30, 240  # pixels
+  # pixels; the canvas is wide enough for the title (about 5.5 pixels a
+  # character at this size)
+  dpi, title_height, min_width = 100, 30, max(240, int(5.5 * len(title)))
   height, width = pixels.shape[:2]
   fig_width, fig_height = max(width, min_width), height + title_height
   fig = Figure(figsize=(fig_width / dpi, fig_height / dpi), dpi=dpi)

@@ -40,6 +40,26 @@ class LoadedRun:
   results: dict | None
 
 
+def parse_params(text):
+  """A binary's --params: 'final', 'last' or an epoch number (`load_run`)."""
+  if text in PARAMS:
+    return text
+  try:
+    return int(text)
+  except ValueError:
+    raise config_lib.ConfigError(f'--params must be one of {", ".join(PARAMS)} '
+                                 f'or an epoch number, got {text!r}') from None
+
+
+def read_config(workdir):
+  """The `TrainConfig` of the run in `workdir` (its config.json), nothing else."""
+  path = pathlib.Path(workdir) / 'config.json'
+  if not path.is_file():
+    raise config_lib.ConfigError(f'{workdir} holds no vaejax run: it has no '
+                                 'config.json')
+  return config_lib.from_json(path, workdir=str(workdir), progress=False)
+
+
 def load_run(workdir, params='final'):
   """The model a run trained, from its workdir (module docstring).
 
@@ -62,15 +82,11 @@ def load_run(workdir, params='final'):
   from vaejax import step as step_lib
   from vaejax import train
   path = pathlib.Path(workdir)
-  if not (path / 'config.json').is_file():
-    raise config_lib.ConfigError(f'{workdir} holds no vaejax run: it has no '
-                                 'config.json')
+  config = read_config(workdir)
   if not (params in PARAMS or (isinstance(params, int)
                                and not isinstance(params, bool))):
     raise config_lib.ConfigError(f'params={params!r} is not one of: '
                                  f'{", ".join(PARAMS)}, or an epoch number')
-  config = config_lib.from_json(path / 'config.json', workdir=str(path),
-                                progress=False)
   results = (files.read_json(path / 'results.json')
              if (path / 'results.json').is_file() else None)
   if params == 'final' and results is None:

@@ -72,12 +72,16 @@ class Dataset:
     test: `[N_test, H, W, C]` test examples.
     test_log_marginal: `[N_test]` true log p(x) of the test examples, where
       the generating model is known (`linear_gaussian`); else None.
+    labels: (train, valid, test) `[N]` integer labels of the examples, where
+      the dataset has them (mnist, fashion_mnist, a file with
+      `train_labels`, ...); else None.
   """
   spec: DatasetSpec
   train: np.ndarray
   valid: np.ndarray
   test: np.ndarray
   test_log_marginal: np.ndarray | None = None
+  labels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def is_file(name):

@@ -46,18 +46,28 @@ def load(spec, data_dir, manual_root):
   if not builder.is_prepared():
     _prepare(builder, spec, manual_root)
   splits = [s for s in spec.tfds_splits if s is not None]
+  labelled = 'label' in builder.info.features.keys()
+  names = splits + [f'{s}{_LABELS}' for s in splits if labelled]
   cache = pathlib.Path(builder.data_dir) / SPLITS_CACHE
-  arrays = _read_splits_cache(cache, splits)
+  arrays = _read_splits_cache(cache, names)
   if arrays is None:
-    arrays = {s: _read_split(tfds, spec.name, s, builder.data_dir) for s in splits}
+    arrays = {}
+    for s in splits:
+      arrays[s], labels = _read_split(tfds, spec.name, s, builder.data_dir)
+      if labelled:
+        arrays[f'{s}{_LABELS}'] = labels
     _write_splits_cache(cache, arrays)
   train_split, valid_split, test_split = spec.tfds_splits
-  train, test = arrays[train_split], arrays[test_split]
-  if valid_split is None:
-    train, valid = train[:spec.sizes[0]], train[spec.sizes[0]:]
-  else:
-    valid = arrays[valid_split]
-  dataset = Dataset(spec, train, valid, test)
+
+  def three(suffix):  # (train, valid, test) of the images or of the labels
+    train, test = arrays[train_split + suffix], arrays[test_split + suffix]
+    if valid_split is None:
+      return train[:spec.sizes[0]], train[spec.sizes[0]:], test
+    return train, arrays[valid_split + suffix], test
+
+  dataset = Dataset(spec, *three(''),
+                    labels=three(_LABELS) if labelled else None)
+  train, valid, test = dataset.train, dataset.valid, dataset.test
   sizes = tuple(len(x) for x in (train, valid, test))
   if sizes != spec.sizes:
     raise DataError(f'dataset {spec.name}: expected {spec.sizes} examples in '
@@ -70,16 +80,18 @@ def load(spec, data_dir, manual_root):
 # MNIST's 70,000 images, every run); this file reads in a fraction of a
 # second. Written once, atomically; where it cannot be written (a read-only
 # data dir) or read, the records are read as before.
-SPLITS_CACHE = 'vaejax_splits.npz'
+SPLITS_CACHE = 'vaejax_splits_v2.npz'  # v2: with the labels
+_LABELS = '_labels'  # the cache's name of a split's labels: '<split>_labels'
 
 
-def _read_splits_cache(path, splits):
-  """{split: images} from `path`, or None if it is missing, damaged or partial."""
+def _read_splits_cache(path, names):
+  """{name: array} of `names` (splits' images and labels) from `path`, or
+  None if it is missing, damaged or partial."""
   try:
     with np.load(path, allow_pickle=False) as saved:
-      if set(saved.files) != set(splits):
+      if set(saved.files) != set(names):
         return None
-      return {s: saved[s] for s in splits}
+      return {s: saved[s] for s in names}
   except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
     return None
 
@@ -102,7 +114,10 @@ def _read_split(tfds, name, split, prepared_dir):
   source = tfds.data_source(name, split=split, data_dir=data_dir,
                             download=False)
   examples = source.__getitems__(range(len(source)))
-  return np.stack([example['image'] for example in examples])
+  images = np.stack([example['image'] for example in examples])
+  if 'label' not in examples[0]:
+    return images, None
+  return images, np.asarray([example['label'] for example in examples], np.int64)
 
 
 def _prepare(builder, spec, manual_root):

@@ -37,6 +37,7 @@ def _read_file_cached(path, mtime_ns, size):
                         f'(np.savez(path, train=..., valid=..., test=...)); '
                         f'it has: {", ".join(npz.files) or "none"}')
       arrays = {s: npz[s] for s in _SPLITS}
+      labels = _labels_of(where, npz, arrays)
   except DataError:
     raise
   except Exception as e:  # pylint: disable=broad-except
@@ -58,7 +59,28 @@ def _read_file_cached(path, mtime_ns, size):
   stored = {'binary': np.uint8, 'grey': np.uint8, 'real': np.float32}[pixels]
   spec = DatasetSpec(path, pixels, tuple(int(d) for d in shapes['train']),
                      tuple(len(arrays[s]) for s in _SPLITS))
-  return Dataset(spec, *(arrays[s].astype(stored) for s in _SPLITS))
+  return Dataset(spec, *(arrays[s].astype(stored) for s in _SPLITS),
+                 labels=labels)
+
+
+def _labels_of(where, npz, arrays):
+  """(train, valid, test) labels from `<split>_labels`, all three or none."""
+  names = [f'{s}_labels' for s in _SPLITS]
+  given = [n for n in names if n in npz.files]
+  if not given:
+    return None
+  if len(given) < 3:
+    raise DataError(f'{where}: has {", ".join(given)} but not '
+                    f'{", ".join(n for n in names if n not in given)}; give the '
+                    'labels of all three splits or of none')
+  labels = []
+  for split, name in zip(_SPLITS, names):
+    y = npz[name]
+    if y.shape != (len(arrays[split]),) or y.dtype.kind not in 'biu':
+      raise DataError(f'{where}: {name} must be [{len(arrays[split])}] integers '
+                      f'(one per example of {split}), got {y.dtype} {y.shape}')
+    labels.append(y.astype(np.int64))
+  return tuple(labels)
 
 
 def _pixels_of(where, arrays):
