@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -287,6 +288,20 @@ def test_shards_then_summarize_equal_one_job(reference, tmp_path):
   merged = sweep.summarize(tmp_path, log=quiet)
   assert_close([{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in merged],
                [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows])
+
+
+def test_a_finished_sweep_goes_on_to_a_larger_num_epochs(reference, tmp_path):
+  # The reference sweep's two epochs, copied, then a third for every member,
+  # vectorised from each one's last checkpoint.
+  workdir = shutil.copytree(reference[0], tmp_path / 'sweep')
+  rows = run_sweep(workdir, num_epochs=3)
+  assert [r['epochs'] for r in rows] == [3] * 4
+  assert files.read_json(workdir / sweep.SWEEP_FILE)['num_epochs'] == 3
+  for member in sweep.members_of(FLAGS):
+    old = files.read_jsonl(reference[0] / member.name / 'metrics.jsonl')
+    new = files.read_jsonl(workdir / member.name / 'metrics.jsonl')
+    assert [r['epoch'] for r in new] == [1, 2, 3] and new[:2] == old
+    assert (workdir / member.name / 'results_2_epochs.json').exists()
 
 
 def test_resume_of_a_half_finished_sweep(reference, tmp_path):

@@ -651,6 +651,41 @@ def test_workdir_of_another_run_is_refused_and_left_untouched(tmp_path):
   assert before == after
 
 
+def test_a_finished_run_goes_on_to_a_larger_num_epochs(tmp_path):
+  # Two epochs, then the same run to four: the epochs of a four-epoch run,
+  # the learning rate's step at epoch 3 included.
+  flags = dict(lr_schedule='step', lr_decay_epochs=(3,), lr_decay_factor=0.1)
+  go_on, whole = tmp_path / 'go_on', tmp_path / 'whole'
+  first = train.train_and_evaluate(small_config(go_on, num_epochs=2, **flags))
+  first_lines = (go_on / 'metrics.jsonl').read_text()
+  results = train.train_and_evaluate(small_config(go_on, num_epochs=4, **flags))
+  expected = train.train_and_evaluate(small_config(whole, num_epochs=4, **flags))
+  assert without_timing(results) == without_timing(expected)
+  assert results['final_epoch'] == 4
+  lines = (go_on / 'metrics.jsonl').read_text()
+  assert lines.startswith(first_lines)  # the first two epochs as they were
+  assert ([without_timing(r) for r in files.read_jsonl(go_on / 'metrics.jsonl')]
+          == [without_timing(r) for r in files.read_jsonl(whole / 'metrics.jsonl')])
+  assert files.read_json(go_on / 'results_2_epochs.json') == first
+  assert files.read_json(go_on / 'config.json')['num_epochs'] == 4
+  # Fewer epochs than it trained, or a schedule over all epochs: refused in
+  # one line, the workdir untouched.
+  cosine = tmp_path / 'cosine'
+  train.train_and_evaluate(small_config(cosine, num_epochs=1, lr_schedule='cosine'))
+  for workdir, config, message in [
+      (go_on, small_config(go_on, num_epochs=3, **flags),
+       'has trained 4 epochs, more than --num_epochs=3'),
+      (cosine, small_config(cosine, num_epochs=2, lr_schedule='cosine'),
+       'under --lr_schedule=cosine, which decays the learning rate over all '
+       'epochs: its epochs are not those of a 2-epoch run'),
+  ]:
+    before = {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()}
+    with pytest.raises(config_lib.ConfigError, match=message) as caught:
+      train.train_and_evaluate(config)
+    assert '\n' not in str(caught.value)
+    assert {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()} == before
+
+
 def test_a_skipped_step_does_not_delay_the_learning_rate_schedule(tmp_path):
   # One step per epoch, the rate divided by 10 from step 1 on. Step 0 is
   # skipped (NaN inputs); step 1 must be a first Adagrad step at the lower

@@ -37,23 +37,47 @@ class RunDir:
     ensure_writable(config.workdir)
     # Held until `close`: a second run in this workdir stops at once.
     self._lock = files.WorkdirLock(config.workdir)
-    try:
-      prepare_workdir(config)
-    except Exception:
-      self._lock.release()
-      raise
     self.config = config
     self.path = pathlib.Path(config.workdir)
     self.name = self.path.name
     self.metrics_path = self.path / 'metrics.jsonl'
     self.results_path = self.path / 'results.json'
-    self._checkpointer = checkpoint.Checkpointer(self.path / 'checkpoints',
-                                                 config.checkpoints_to_keep)
+    try:
+      saved_epochs = prepare_workdir(config)
+      self._checkpointer = checkpoint.Checkpointer(self.path / 'checkpoints',
+                                                   config.checkpoints_to_keep)
+      if saved_epochs is not None:
+        self._change_num_epochs()
+    except Exception:
+      self._lock.release()
+      raise
     self._writer = None
     # --final_model=best_valid: the epoch of the best validation ELBO so
     # far, that ELBO, and its parameters (host arrays).
     self._keeps_best = config.final_model == 'best_valid'
     self._best = (0, -np.inf, None)
+
+  def _change_num_epochs(self):
+    """Makes the run one of `config.num_epochs` (another count, `prepare_workdir`).
+
+    A finished run goes on from its last checkpoint, its final epoch; its
+    results.json is kept as results_<epochs>_epochs.json. A run that trained
+    more epochs than the new count is refused.
+    """
+    trained = self.latest_epoch()
+    wanted = self.config.num_epochs
+    if trained > wanted:
+      self._checkpointer.close()
+      raise config_lib.ConfigError(
+          f'--workdir={self.path} has trained {trained} epochs, more than '
+          f'--num_epochs={wanted}; give --num_epochs={trained} or more, or use '
+          'a new --workdir')
+    results = self.results()
+    if results is not None and files.is_primary():
+      self.results_path.rename(
+          self.path / f'results_{results["epochs"]}_epochs.json')
+    saved = files.read_json(self.path / 'config.json')
+    files.write_json(self.path / 'config.json', {**saved, 'num_epochs': wanted})
 
   def results(self):
     """The finished run's results, or None."""
@@ -262,12 +286,14 @@ def record_or_compare(path, description, what, ignore=()):
   Keys in `ignore` are not compared; a `TrainConfig` field missing from the
   saved file (written before the field existed) counts as its default.
   Raises `ConfigError` naming every other key whose saved value differs: the
-  workdir holds `what` with other flags.
+  workdir holds `what` with other flags. `num_epochs` may differ
+  (`check_num_epochs`): returns the saved one where it does, else None; the
+  caller rewrites the file once it knows the run can go on.
   """
   path = pathlib.Path(path)
   if not path.exists():
     files.write_json(path, description)
-    return
+    return None
   try:
     saved = json.loads(path.read_text())
   except (OSError, json.JSONDecodeError) as e:
@@ -276,11 +302,35 @@ def record_or_compare(path, description, what, ignore=()):
            **saved}
   differing = sorted(k for k in set(saved) | set(description)
                      if k not in ignore and saved.get(k) != description.get(k))
+  saved_epochs = None
+  if 'num_epochs' in differing and len(differing) == 1:
+    saved_epochs = saved['num_epochs']
+    check_num_epochs(path.parent, what, saved_epochs, description)
+    differing = []
   if differing:
     changes = ', '.join(f'--{k} ({saved.get(k)!r} there, {description.get(k)!r} now)'
                         for k in differing)
     raise config_lib.ConfigError(f'--workdir={path.parent} holds {what} with other flags: '
                       f'{changes}; use a new --workdir')
+  return saved_epochs
+
+
+def check_num_epochs(workdir, what, saved_epochs, description):
+  """Refuses, in one line, a new `num_epochs` for a run whose schedule needs it.
+
+  Another --num_epochs continues a run (or trains fewer of its epochs) where
+  the epochs already trained do not depend on it: the data order, the draws
+  and the KL warm-up are functions of the epoch and the step, and so is the
+  learning rate of the constant, step and Burda schedules. The cosine
+  schedule decays over all `num_epochs * steps` steps, so its epochs would
+  differ.
+  """
+  if description.get('lr_schedule') == 'cosine':
+    raise config_lib.ConfigError(
+        f'--workdir={workdir} holds {what} of --num_epochs={saved_epochs} under '
+        '--lr_schedule=cosine, which decays the learning rate over all epochs: '
+        f'its epochs are not those of a {description["num_epochs"]}-epoch run, '
+        'so it cannot go on to another --num_epochs; use a new --workdir')
 
 
 def prepare_workdir(config):
@@ -288,9 +338,10 @@ def prepare_workdir(config):
 
   Writes config.json (every field) for a new run. A workdir whose config.json
   differs from `config` in a field that changes results is refused, naming
-  the fields.
+  the fields; but for `num_epochs` (`check_num_epochs`), whose saved value
+  is returned (else None) for `RunDir` to go on from.
   """
   ensure_writable(config.workdir)
-  record_or_compare(pathlib.Path(config.workdir) / 'config.json',
-                    json.loads(config_lib.to_json(config)), 'a run',
-                    ignore=config_lib.NON_SEMANTIC_FIELDS)
+  return record_or_compare(pathlib.Path(config.workdir) / 'config.json',
+                           json.loads(config_lib.to_json(config)), 'a run',
+                           ignore=config_lib.NON_SEMANTIC_FIELDS)

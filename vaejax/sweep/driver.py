@@ -1,7 +1,5 @@
 """The sweep's driver: its members, trained vectorised or one after another."""
 
-import pathlib
-
 import jax
 import numpy as np
 
@@ -57,8 +55,7 @@ def run(base, flags, log=print):
   members_lib.prepare_sweep_dir(base, flags)
   mine = [c for i, c in enumerate(configs) if i % shard_count == shard_index]
   # Finished members are left as they are, their folders not even locked.
-  unfinished = [c for c in mine
-                if not (pathlib.Path(c.workdir) / 'results.json').exists()]
+  unfinished = [c for c in mine if not members_lib.finished(c)]
   run_dirs = []
   try:
     for config in unfinished:  # each locks its folder: a second sweep stops here

@@ -10,6 +10,7 @@ import pathlib
 import jax
 
 from vaejax import config as config_lib
+from vaejax import files
 from vaejax import rundir
 
 SWEEP_FILE = 'sweep.json'
@@ -159,5 +160,14 @@ def prepare_sweep_dir(base, flags):
   }
   if flags.top_latent_dims:  # absent from the sweeps of one size of z_2
     description['top_latent_dims'] = list(flags.top_latent_dims)
-  rundir.record_or_compare(pathlib.Path(base.workdir) / SWEEP_FILE,
-                           description, 'a sweep')
+  path = pathlib.Path(base.workdir) / SWEEP_FILE
+  if rundir.record_or_compare(path, description, 'a sweep') is not None:
+    # Another --num_epochs: the members go on (or stop earlier), each in
+    # its RunDir, which refuses a member that trained more epochs.
+    files.write_json(path, {**files.read_json(path), 'num_epochs': base.num_epochs})
+
+
+def finished(config):
+  """Whether the member of `config` has results of its `num_epochs`."""
+  path = pathlib.Path(config.workdir) / 'results.json'
+  return path.exists() and files.read_json(path)['epochs'] == config.num_epochs
