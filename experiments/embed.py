@@ -16,37 +16,19 @@ import experiments
 from vaejax import artifacts
 from vaejax import config as config_lib
 from vaejax import runs
-from vaejax import train
 
-_WORKDIR = flags.DEFINE_string('workdir', '', 'The run\'s workdir (or a sweep '
-                               'member\'s folder).')
+_RUN = experiments.define_run_flags(experiments.LOAD_RUN_PARAMS_HELP)
 _SPLIT = flags.DEFINE_string('split', 'test', 'The examples embedded: train, '
                              'valid or test.')
 _OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, f'Where to write; unset: WORKDIR/{artifacts.OUTPUT_FOLDER}.')
-_PARAMS = flags.DEFINE_string(
-    'params', 'final', 'Whose parameters: final (those results.json reports), '
-    'last (the latest checkpoint\'s) or an epoch number with a checkpoint.')
-_TFDS_DATA_DIR = flags.DEFINE_string(
-    'tfds_data_dir', None, 'Where TFDS keeps prepared datasets, if not where '
-    'the run had them.')
-_TFDS_MANUAL_DIR = flags.DEFINE_string(
-    'tfds_manual_dir', None, 'The manual-dir root, if not where the run had it.')
 
 
 def main(argv):
-  config_lib.start_binary(argv)
-  try:
-    if not _WORKDIR.value:
-      raise config_lib.ConfigError('--workdir is required')
-    artifacts.embed(_WORKDIR.value, split=_SPLIT.value,
-                    output_dir=_OUTPUT_DIR.value,
-                    params=runs.parse_params(_PARAMS.value),
-                    tfds_data_dir=_TFDS_DATA_DIR.value,
-                    tfds_manual_dir=_TFDS_MANUAL_DIR.value)
-  except train.USER_ERRORS as e:
-    experiments.exit_with(e)
-
+  experiments.run_on_a_run(argv, _RUN, lambda workdir, **data_dirs: (
+      artifacts.embed(workdir, split=_SPLIT.value, output_dir=_OUTPUT_DIR.value,
+                      params=runs.parse_params(_RUN['params'].value),
+                      **data_dirs)))
 
 if __name__ == '__main__':
   app.run(main, flags_parser=config_lib.parse_flags)

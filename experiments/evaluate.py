@@ -13,9 +13,8 @@ from absl import flags
 import experiments
 from vaejax import config as config_lib
 from vaejax import reevaluate
-from vaejax import train
 
-_WORKDIR = flags.DEFINE_string('workdir', '', 'The finished run\'s workdir.')
+_RUN = experiments.define_run_flags()
 _IWAE_SAMPLES = flags.DEFINE_integer('iwae_samples', 5000, 'K of each estimate.')
 _REPEATS = flags.DEFINE_integer(
     'repeats', 1, 'Estimates, each from its own draws; their mean is reported.')
@@ -23,25 +22,13 @@ _PARAMS = flags.DEFINE_enum(
     'params', 'final', reevaluate.PARAMS, 'Whose parameters: final, those '
     'results.json reports (the best epoch\'s with --final_model=best_valid); '
     'or last, the last epoch\'s.')
-_TFDS_DATA_DIR = flags.DEFINE_string(
-    'tfds_data_dir', None, 'Where TFDS keeps prepared datasets, if not where '
-    'the run had them.')
-_TFDS_MANUAL_DIR = flags.DEFINE_string(
-    'tfds_manual_dir', None, 'The manual-dir root, if not where the run had it.')
 
 
 def main(argv):
-  config_lib.start_binary(argv)
-  try:
-    if not _WORKDIR.value:
-      raise config_lib.ConfigError('--workdir is required')
-    reevaluate.reevaluate(_WORKDIR.value, iwae_samples=_IWAE_SAMPLES.value,
-                          repeats=_REPEATS.value, params=_PARAMS.value,
-                          tfds_data_dir=_TFDS_DATA_DIR.value,
-                          tfds_manual_dir=_TFDS_MANUAL_DIR.value)
-  except train.USER_ERRORS as e:
-    experiments.exit_with(e)
-
+  experiments.run_on_a_run(argv, _RUN, lambda workdir, **data_dirs: (
+      reevaluate.reevaluate(workdir, iwae_samples=_IWAE_SAMPLES.value,
+                            repeats=_REPEATS.value, params=_PARAMS.value,
+                            **data_dirs)))
 
 if __name__ == '__main__':
   app.run(main, flags_parser=config_lib.parse_flags)

@@ -16,9 +16,9 @@ import dataclasses
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from vaejax import checks
 from vaejax import config as config_lib
 from vaejax import data
 from vaejax import inference
@@ -30,8 +30,7 @@ OUTPUT_FOLDER = 'generated'
 SPLITS = ('train', 'valid', 'test')
 
 
-def _field(default, help_text):
-  return dataclasses.field(default=default, metadata={'help': help_text})
+_field = checks.flag_field
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,11 @@ import math
 import jax.numpy as jnp
 
 
+def flag_field(default, help_text):
+  """A dataclass field that `config.define_flags` makes a flag of, with its help."""
+  return dataclasses.field(default=default, metadata={'help': help_text})
+
+
 def shape_of(x):
   return '[' + ', '.join(map(str, jnp.shape(x))) + ']'
 

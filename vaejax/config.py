@@ -24,8 +24,7 @@ from vaejax import data
 ConfigError = checks.ConfigError  # a bad flag value or combination, in one line
 
 
-def _field(default, help_text):
-  return dataclasses.field(default=default, metadata={'help': help_text})
+_field = checks.flag_field
 
 
 @dataclasses.dataclass(frozen=True)

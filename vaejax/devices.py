@@ -14,6 +14,8 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from vaejax import checks
+
 P = jax.sharding.PartitionSpec
 AXIS = 'devices'
 
@@ -73,8 +75,7 @@ def to_host(tree):
   return jax.tree.map(np.asarray, tree)
 
 
-def _field(default, help_text):
-  return dataclasses.field(default=default, metadata={'help': help_text})
+_field = checks.flag_field
 
 
 @dataclasses.dataclass(frozen=True)

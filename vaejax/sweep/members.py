@@ -9,6 +9,7 @@ import pathlib
 
 import jax
 
+from vaejax import checks
 from vaejax import config as config_lib
 from vaejax import files
 from vaejax import rundir
@@ -16,8 +17,7 @@ from vaejax import rundir
 SWEEP_FILE = 'sweep.json'
 
 
-def _field(default, help_text):
-  return dataclasses.field(default=default, metadata={'help': help_text})
+_field = checks.flag_field
 
 
 @dataclasses.dataclass(frozen=True)
