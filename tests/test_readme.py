@@ -13,26 +13,41 @@ import numpy as np
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = REPO_ROOT / 'README.md'
+# The pages the README links, whose code blocks run too.
+DOCS = sorted((REPO_ROOT / 'docs').glob('*.md'))
 
 
-def python_blocks():
-  return re.findall(r'```python\n(.*?)```', README.read_text(), re.DOTALL)
+def python_blocks(page=README):
+  return re.findall(r'```python\n(.*?)```', page.read_text(), re.DOTALL)
+
+
+def run_blocks(page):
+  """Runs a page's python blocks in order, in one namespace, and returns it."""
+  namespace = {'__name__': 'readme_example'}
+  for block in python_blocks(page):
+    exec(compile(block, str(page), 'exec'), namespace)  # pylint: disable=exec-used
+  return namespace
 
 
 def test_readme_example_runs():
-  blocks = python_blocks()
-  assert blocks, 'the README has no python example'
-  namespace = {'__name__': 'readme_example'}
-  for block in blocks:
-    exec(compile(block, str(README), 'exec'), namespace)  # pylint: disable=exec-used
+  assert python_blocks(), 'the README has no python example'
+  namespace = run_blocks(README)
   terms, nll, loss, grads = (namespace[k] for k in ('terms', 'nll', 'loss', 'grads'))
   assert terms.elbo.shape == (32,)
   assert jnp.all(jnp.isfinite(terms.elbo)) and jnp.all(terms.kl >= 0)
   # An importance-weighted bound is a tighter bound than the ELBO on average.
   assert nll.shape == (32,) and -nll.mean() > terms.elbo.mean()
   assert jnp.isfinite(loss) and grads.encoder.shape == (20, 784)
+  # The loaded run gives its own results' figures.
+  assert namespace['run'].epoch == 2 and namespace['loaded_log_p'].shape == (8,)
+  assert namespace['path'].shape[:2] == (4, 7)
+
+
+def test_the_docs_pages_examples_run():
+  pages = {page.name: run_blocks(page) for page in DOCS if python_blocks(page)}
+  assert 'api.md' in pages, sorted(pages)
   # The NNX model with dropout trains: 20 Adam steps lower its loss.
-  losses = namespace['nnx_losses']
+  losses = pages['api.md']['nnx_losses']
   assert all(map(jnp.isfinite, losses)) and losses[-1] < losses[0] - 1
 
 
