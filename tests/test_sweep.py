@@ -29,6 +29,7 @@ from vaejax import rng
 from vaejax import sweep
 from vaejax import train
 import kill  # pylint: disable=g-bad-import-order
+import test_sharding  # pylint: disable=g-bad-import-order
 import pngs  # pylint: disable=g-bad-import-order
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -373,7 +374,7 @@ final = train.final_program(single, run._example_sharding).lower(
     run._keys['test'], run._keys['iwae']).compile().as_text()
 # The IWAE bound's K = 10 draws of z (size 3) of one device's examples.
 print('final', sorted(set(re.findall(r'f32\[(\d+),10,3\]', final))))
-"""
+""" + test_sharding.SHARDED_LOSSES
 
 
 @on_host_platform
@@ -396,8 +397,11 @@ def test_four_devices_give_the_results_of_one(reference, tmp_path):
   # of one device; so for the single run, whose final evaluation gives each
   # device 125 of the 500 test examples. Two members (padded to 4, one per
   # device): each device a whole batch.
-  assert result.stdout.splitlines()[-4:] == [
+  lines = result.stdout.splitlines()
+  assert lines[-8:-4] == [
       "1 ['25']", "2 ['100']", "single ['25']", "final ['125']"], result.stdout
+  # The library's batched losses on a batch sharded over the 4 devices.
+  assert lines[-4:] == test_sharding.SHARDED_LOSSES_PRINT, result.stdout
   assert 'on 4 devices: each batch of 100 split into 4 of 25' in result.stdout
   for name in (one, single):
     assert_close(member_files(name, 'latent003_seed1'),
