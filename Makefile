@@ -27,7 +27,7 @@ PYTHAE_FLAGS ?=
 FAMILY_FLAGS ?= --num_epochs=10 --eval_iwae_samples=100
 MANUAL_DIR_FLAG = $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
-.PHONY: install test train sweep bench clean kingma_welling burda burda_ablation burda_two_layer burda_two_layer_ablation pythae families
+.PHONY: install test train sweep bench snr clean kingma_welling burda burda_ablation burda_two_layer burda_two_layer_ablation pythae families
 
 install: $(STAMP)
 
@@ -75,6 +75,13 @@ bench: $(BENCH_STAMP)
 	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 	$(BIN)/python -m benchmarks.two_layer \
 	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
+	$(BIN)/python -m benchmarks.estimators \
+	  $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
+
+# The gradients' signal-to-noise ratio against K for each estimator
+# (docs/snr.png, docs/results.md).
+snr: $(STAMP)
+	$(BIN)/python -m benchmarks.snr $(MANUAL_DIR_FLAG)
 
 # Kingma & Welling (2013), Figure 2: a sweep over latent sizes 3 to 200.
 kingma_welling: $(STAMP)

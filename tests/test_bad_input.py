@@ -270,6 +270,12 @@ TRAIN_CASES = [
     (['--top_latent_dim=2', '--posterior=full_covariance'],
      'needs --posterior=diagonal, got --posterior=full_covariance'),
     (['--top_hidden_dims=8'], '--top_hidden_dims applies to --top_latent_dim above 0'),
+    # Gradient estimators and bounds without a definition for the flags.
+    (['--gradient_estimator=dreg', '--noanalytic_kl'],
+     'for the ELBO use --gradient_estimator=stl'),
+    (['--objective=ciwae', '--ciwae_beta=2'], '--ciwae_beta must be in [0, 1]'),
+    (['--objective=iwae', '--num_groups=3'],
+     '--num_groups=3 has no effect here: --num_groups applies to --objective=miwae and piwae'),
     # Missing data files.
     (MISSING_DATA, 'missing: binarized_mnist_train.amat'),
 ]

@@ -21,9 +21,11 @@ import pytest
 
 import vaejax
 from vaejax import config as config_lib
+from vaejax import estimators
 from vaejax import evaluation
 from vaejax import files
 from vaejax import models
+from vaejax import objectives
 from vaejax import plots
 from vaejax import rng
 from vaejax import sweep
@@ -116,14 +118,26 @@ FAMILIES = {'diagonal': {}, 'full': dict(posterior='full_covariance'),
     ('elbo', 1, True, 'diagonal'), ('elbo', 4, False, 'diagonal'),
     ('iwae', 4, None, 'diagonal'), ('elbo', 2, True, 'full'),
     ('iwae', 3, None, 'full'), ('elbo', 2, True, 'learned'),
-    ('elbo', 2, False, 'vamp')])
+    ('elbo', 2, False, 'vamp'),
+    # The estimators and bounds of vaejax.estimators (log q stopped, paths
+    # rescaled): the padding is exact for them too.
+    ('iwae dreg', 3, None, 'diagonal'), ('elbo stl', 2, False, 'learned'),
+    ('piwae', 2, None, 'full')])
 def test_masked_member_computes_the_standalone_function(objective, num_samples,
                                                         analytic_kl, family):
   small, embedded, standalone, padded = padded_pair(**FAMILIES[family])
   x = vaejax.make_linear_gaussian(jax.random.key(1), 64, 3).sample(
       jax.random.key(2), 6).reshape(6, 8, 8, 1)
+  estimator_losses = {
+      'iwae dreg': objectives.iwae_loss(num_samples=num_samples, estimator='dreg'),
+      'elbo stl': objectives.elbo_loss(num_samples=num_samples, analytic_kl=False,
+                                       estimator='stl'),
+      'piwae': objectives.bound_loss('piwae', estimators.piwae_surrogate,
+                                     num_groups=2, num_samples=num_samples)}
 
   def loss(model_fn, params):
+    if objective in estimator_losses:
+      return estimator_losses[objective](model_fn(params), x, jax.random.key(3), 0)
     if objective == 'iwae':
       return vaejax.negative_iwae_bound(model_fn(params), x, jax.random.key(3),
                                         num_samples=num_samples)

@@ -17,6 +17,11 @@ from vaejax.bounds import negative_iwae_bound
 from vaejax.bounds import reparameterize
 from vaejax.densities import LogDensities
 from vaejax.densities import log_densities
+from vaejax.estimators import ciwae_bound
+from vaejax.estimators import elbo_surrogate
+from vaejax.estimators import iwae_surrogate
+from vaejax.estimators import miwae_bound
+from vaejax.estimators import piwae_surrogate
 from vaejax.inference import Samples
 from vaejax.inference import decode
 from vaejax.inference import encode
@@ -52,16 +57,19 @@ __all__ = (
     "Samples",
     "StandardNormal",
     "bernoulli_log_prob",
+    "ciwae_bound",
     "decode",
     "diag_gaussian_kl",
     "elbo",
     "elbo_and_kl_per_layer",
+    "elbo_surrogate",
     "encode",
     "gaussian_kl",
     "gaussian_kl_tril",
     "gaussian_log_prob",
     "interpolate",
     "iwae_bound",
+    "iwae_surrogate",
     "kl_divergence",
     "load_run",
     "log_densities",
@@ -69,8 +77,10 @@ __all__ = (
     "log_prob",
     "make_linear_gaussian",
     "make_linear_gaussian_chain",
+    "miwae_bound",
     "negative_elbo",
     "negative_iwae_bound",
+    "piwae_surrogate",
     "reconstruct",
     "reparameterize",
     "sample",

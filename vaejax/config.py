@@ -139,11 +139,26 @@ class TrainConfig:
   kl_warmup_epochs: float = _field(
       0.0, 'Ramp the KL weight linearly from 0 to --beta over this many epochs.')
   objective: str = _field(
-      'elbo', 'The training bound: elbo (--num_samples draws averaged) or '
+      'elbo', 'The training bound: elbo (--num_samples draws averaged), '
       'iwae (the importance-weighted bound of --num_samples draws, Burda '
-      'et al. 2015).')
+      'et al. 2015), or the bounds of Rainforth et al. 2018: miwae '
+      '(--num_groups IWAE bounds averaged), piwae (the decoder on the IWAE '
+      'bound of all draws, the encoder on MIWAE), ciwae (--ciwae_beta * ELBO '
+      '+ (1 - --ciwae_beta) * IWAE).')
   num_samples: int = _field(
-      1, 'K: draws of z per example in the training objective.')
+      1, 'K: draws of z per example in the training objective (per group '
+      'for miwae and piwae).')
+  gradient_estimator: str = _field(
+      'reparameterized', 'The gradient of the training bound: reparameterized '
+      '(the bound\'s own), stl (sticking the landing, Roeder et al. 2017: '
+      'log q at the posterior\'s parameters stopped; elbo with '
+      '--noanalytic_kl, iwae) or dreg (doubly reparameterised, Tucker et al. '
+      '2019; iwae).')
+  num_groups: int = _field(
+      1, 'M: groups of --num_samples draws of --objective=miwae and piwae.')
+  ciwae_beta: float = _field(
+      0.05, 'beta of --objective=ciwae, in [0, 1]: 1 is the ELBO, 0 the IWAE '
+      'bound.')
   analytic_kl: bool = _field(
       True, 'Closed-form KL in the training ELBO (else the sampled estimate); '
       'ELBO objective only.')

@@ -49,8 +49,12 @@ class Chain(NamedTuple):
   `draws` (a pytree of leading axis K: z_1, log q(z_1|x), a key per draw for
   the log-likelihood and one for the layers above) are made first, so that
   weighing any subset of them, as `iwae_bound` does chunk by chunk, gives
-  those draws' terms: `weigh(draws)` -> `Weighed`. `q` is q(z_1|x), `p` the
-  top prior (None: N(0, I)).
+  those draws' terms: `weigh(draws)` -> `Weighed`. `weigh(draws, scale)`
+  gives the same values, with the gradient that reaches the parameters
+  through each draw's z_1, .., z_L (the reparameterisation's path)
+  multiplied by that draw's `scale` `[K]` (`scale_path`): the form of the
+  doubly-reparameterised estimator (`vaejax.estimators`). `q` is q(z_1|x),
+  `p` the top prior (None: N(0, I)).
   """
   q: object
   p: object
@@ -78,16 +82,22 @@ def chain(model, x, key, num_samples, analytic_kl, stopped=None):
 
   q1_stopped = None if stopped is None else stopped.posterior(x, key)
 
-  def one_draw(z1, log_q1, decode_key, layer_key):
-    if stopped is not None:
-      log_q1 = _log_prob(q1_stopped, z1, 'q(z_1|x)')
+  def one_draw(z1, log_q1, decode_key, layer_key, scale=None):
     zs, log_qs, q = [z1], [log_q1], q1
     for layer in range(2, layers + 1):
       q, z, log_q = _draw_layer(model, layer, zs[-1], layer_key)
-      if stopped is not None:
-        log_q = _log_prob(_draw_layer(stopped, layer, zs[-1], layer_key)[0], z,
-                          f'q(z_{layer}|z_{layer - 1})')
       zs, log_qs = zs + [z], log_qs + [log_q]
+    if scale is not None:
+      # Each z drawn as it was, then seen by every density through
+      # `scale_path`: its path gradient scaled once, however many layers
+      # above it were drawn from it.
+      zs = [scale_path(z, scale) for z in zs]
+    if stopped is not None:
+      log_qs = [_log_prob(q1_stopped, zs[0], 'q(z_1|x)')] + [
+          _log_prob(_draw_layer(stopped, layer, zs[layer - 2], layer_key)[0],
+                    zs[layer - 1], f'q(z_{layer}|z_{layer - 1})')
+          for layer in range(2, layers + 1)]
+    z1 = zs[0]
     top = model.prior_of(p, zs[-1])
     log_ps = [top.log_prob(zs[-1])]
     for layer in range(layers - 1, 0, -1):
@@ -100,7 +110,34 @@ def chain(model, x, key, num_samples, analytic_kl, stopped=None):
               else jnp.zeros((), log_likelihood.dtype))
     return Weighed(log_likelihood, jnp.stack(log_qs), jnp.stack(log_ps), top_kl)
 
-  return Chain(q1, p, draws, lambda draws: jax.vmap(one_draw)(*draws), analytic)
+  def weigh(draws, scale=None):
+    if scale is None:
+      return jax.vmap(one_draw)(*draws)
+    if stopped is None:
+      raise ValueError('weigh(draws, scale) needs the chain of a stopped '
+                       'posterior (chain(..., stopped=...))')
+    return jax.vmap(one_draw)(*draws, scale)
+
+  return Chain(q1, p, draws, weigh, analytic)
+
+
+@jax.custom_vjp
+def scale_path(z, scale):
+  """z itself, whose cotangent is multiplied by `scale` (a number) on the way
+  back: the gradient through z scaled, the value untouched."""
+  del scale
+  return z
+
+
+def _scale_path_forward(z, scale):
+  return z, scale
+
+
+def _scale_path_backward(scale, cotangent):
+  return cotangent * scale.astype(cotangent.dtype), jnp.zeros_like(scale)
+
+
+scale_path.defvjp(_scale_path_forward, _scale_path_backward)
 
 
 def _log_prob(q, z, name):

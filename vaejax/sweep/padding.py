@@ -104,16 +104,20 @@ def extract_latents(tree, like, latent_dim, max_latent_dim, blocks=None):
   return jax.tree.map(cut, tree, like)
 
 
+@jax.tree_util.register_pytree_node_class
 class MaskedLatents:
   """A model with latent dimensions where `mask` is 0 switched off.
 
   There the posterior and the prior are N(0, 1) (no KL) and z is zeroed
   before the decoder (no input, no gradient). `model` goes through the
   adapter (`models.adapt`), so its encoder may return `(mean, log_var)` or a
-  Gaussian, and a method of its own randomness gets the key it is given.
+  Gaussian, and a method of its own randomness gets the key it is given. A
+  pytree of the model and the mask, so that its parameters can be stopped
+  (the stl and dreg estimators, `vaejax.estimators`).
   """
 
   def __init__(self, model, mask):
+    self._user_model = model
     self.model = models.adapt(model)
     self.mask = mask
     if self.model.has_prior:
@@ -128,3 +132,11 @@ class MaskedLatents:
 
   def log_likelihood(self, x, z, *, key):
     return self.model.log_likelihood(x, z * self.mask, key)
+
+  def tree_flatten(self):
+    return (self._user_model, self.mask), None
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    del aux
+    return cls(*children)
