@@ -27,7 +27,7 @@ PYTHAE_FLAGS ?=
 FAMILY_FLAGS ?= --num_epochs=10 --eval_iwae_samples=100
 MANUAL_DIR_FLAG = $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
-.PHONY: install test train sweep bench snr clean kingma_welling burda burda_ablation burda_two_layer burda_two_layer_ablation pythae families
+.PHONY: install test train sweep bench snr clean kingma_welling kingma_welling_frey burda burda_ablation burda_two_layer burda_two_layer_ablation pythae families
 
 install: $(STAMP)
 
@@ -88,6 +88,13 @@ kingma_welling: $(STAMP)
 	$(BIN)/python -m experiments.sweep \
 	  --flagfile=experiments/flags/kingma_welling_fig2.flags \
 	  --workdir=$(RESULTS_DIR)/kingma_welling $(MANUAL_DIR_FLAG) $(KW_FLAGS)
+
+# Kingma & Welling (2013), Figure 2 (Frey Face) and Figure 4(a): a sweep over
+# latent sizes 2 to 20 with the Gaussian decoder.
+kingma_welling_frey: $(STAMP)
+	$(BIN)/python -m experiments.sweep \
+	  --flagfile=experiments/flags/kingma_welling_frey.flags \
+	  --workdir=$(RESULTS_DIR)/kingma_welling_frey $(MANUAL_DIR_FLAG) $(KW_FLAGS)
 
 # Burda et al. (2015), Table 1: VAE and IWAE at K = 1, 5, 50, one run each;
 # burda_rows runs the six from preset $(1) into $(RESULTS_DIR)/$(2)_<objective>_k<K>.

@@ -29,6 +29,7 @@ FLAGS_DIR = REPO_ROOT / 'experiments' / 'flags'
 PRESETS = {
     'flax_example.flags': 'train',
     'kingma_welling_fig2.flags': 'sweep',
+    'kingma_welling_frey.flags': 'sweep',
     'burda_table1.flags': 'train',
     'burda_table1_two_layer.flags': 'train',
     'pythae_binarized_mnist.flags': 'train',
@@ -99,6 +100,16 @@ def test_kingma_welling_preset_is_the_papers_setup():
                                                       100, 1)
   # A N(0, I) prior on the parameters, per training example.
   np.testing.assert_allclose(config.weight_decay, 1 / config.spec.sizes[0])
+
+
+def test_kingma_welling_frey_preset_is_the_papers_setup():
+  config, sweep_flags = parse_preset('kingma_welling_frey.flags')
+  assert sweep_flags.latent_dims == (2, 5, 10, 20)
+  assert (config.dataset, config.hidden_dims, config.activation,
+          config.optimizer, config.batch_size, config.likelihood) == (
+              'frey_face', (200,), 'tanh', 'adagrad', 100, 'gaussian_sigmoid')
+  np.testing.assert_allclose(config.weight_decay, 1 / config.spec.sizes[0],
+                             rtol=1e-3)
 
 
 def test_pythae_preset_is_pythaes_setup():

@@ -92,6 +92,8 @@ def abstract_model(config):
 # The networks vaejax builds; `--output_bias=data_mean` sets their output layer.
 BUILT_IN_ARCHITECTURES = ('mlp', 'conv', 'linear')
 OUTPUT_BIASES = ('zero', 'data_mean')
+# The likelihoods that --gaussian_variance applies to.
+GAUSSIAN_LIKELIHOODS = ('gaussian', 'gaussian_sigmoid')
 
 
 def check_config(c, spec):
@@ -113,8 +115,8 @@ def check_config(c, spec):
   if c.prior == 'vamp' and c.posterior == 'full_covariance':
     raise checks.ConfigError('--prior=vamp is a mixture of diagonal posteriors: '
                              'it needs --posterior=diagonal')
-  ignored = [('gaussian_variance', '--likelihood=gaussian')] * (
-      c.likelihood != 'gaussian')
+  ignored = [('gaussian_variance', '--likelihood=gaussian and gaussian_sigmoid')] * (
+      c.likelihood not in GAUSSIAN_LIKELIHOODS)
   ignored += [('vamp_components', '--prior=vamp')] * (c.prior != 'vamp')
   ignored += [('top_hidden_dims', '--top_latent_dim above 0 (two layers)')] * (
       not c.top_latent_dim)
@@ -134,7 +136,7 @@ def check_config(c, spec):
     if height % 4 or width % 4:
       raise checks.ConfigError(f'--architecture=conv needs image sides divisible '
                                f'by 4; {spec.name} has {height}x{width}')
-  if c.likelihood == 'gaussian' and c.gaussian_variance != 'learned':
+  if c.likelihood in GAUSSIAN_LIKELIHOODS and c.gaussian_variance != 'learned':
     try:
       variance = float(c.gaussian_variance)
     except ValueError:

@@ -84,9 +84,11 @@ class TrainConfig:
       'weights and biases uniform on +-1/sqrt(fan_in).')
   likelihood: str = _field(
       'bernoulli', 'bernoulli (binary pixels: binarized data or '
-      '--dynamic_binarization) or gaussian.')
+      '--dynamic_binarization), gaussian, or gaussian_sigmoid (its mean the '
+      'sigmoid of the decoder\'s output, for data in [0, 1]: Kingma & '
+      'Welling\'s Frey Face decoder).')
   gaussian_variance: str = _field(
-      'learned', 'Gaussian likelihood: "learned" (a per-pixel parameter) or a '
+      'learned', 'Gaussian likelihoods: "learned" (a per-pixel parameter) or a '
       'fixed variance, e.g. 0.01.')
   posterior: str = _field(
       'diagonal', 'q(z|x): diagonal, N(mean, diag(exp(log_var))); or '

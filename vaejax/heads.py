@@ -258,12 +258,13 @@ class BernoulliObservation:
     return jnp.log(mean) - jnp.log1p(-mean)
 
 
-def _gaussian(model, rngs):
+def _gaussian(model, rngs, sigmoid_mean=False):
   del rngs
   if model.gaussian_variance == 'learned':
     model.observation_log_var = nnx.Param(jnp.zeros(model.data_shape))
-    return GaussianObservation(None)
-  return GaussianObservation(math.log(float(model.gaussian_variance)))
+    return GaussianObservation(None, sigmoid_mean)
+  return GaussianObservation(math.log(float(model.gaussian_variance)),
+                             sigmoid_mean)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,10 +272,16 @@ class GaussianObservation:
   """log p(x|z) Gaussian with mean the decoder's output, per pixel; its
   log-variance `fixed_log_var`, or where that is None the learned
   `observation_log_var` (through `bound_log_var`, floored at
-  `OBSERVATION_LOG_VAR_MIN`)."""
+  `OBSERVATION_LOG_VAR_MIN`). With `sigmoid_mean` (`--likelihood=
+  gaussian_sigmoid`, Kingma & Welling's Frey Face decoder) the mean is the
+  output's sigmoid, in (0, 1), for data in [0, 1]."""
 
   fixed_log_var: float | None
-  unit_interval = False
+  sigmoid_mean: bool = False
+
+  @property
+  def unit_interval(self):
+    return self.sigmoid_mean
 
   def log_prob(self, model, output, x):
     if self.fixed_log_var is None:
@@ -282,13 +289,16 @@ class GaussianObservation:
                               low=OBSERVATION_LOG_VAR_MIN)
     else:
       log_var = self.fixed_log_var
-    return likelihoods.gaussian_log_prob(output, jnp.asarray(log_var, output.dtype), x)
+    return likelihoods.gaussian_log_prob(
+        self.mean(output), jnp.asarray(log_var, output.dtype), x)
 
   def mean(self, output):
-    return output
+    return jax.nn.sigmoid(output) if self.sigmoid_mean else output
 
   def output_at(self, mean):
-    return mean
+    if not self.sigmoid_mean:
+      return mean
+    return BernoulliObservation().output_at(mean)  # the logit, clipped
 
 
 POSTERIOR_HEADS = {
@@ -303,6 +313,7 @@ PRIOR_HEADS = {
 OBSERVATION_HEADS = {
     'bernoulli': lambda model, rngs: BernoulliObservation(),
     'gaussian': _gaussian,
+    'gaussian_sigmoid': lambda model, rngs: _gaussian(model, rngs, sigmoid_mean=True),
 }
 
 

@@ -51,7 +51,7 @@ INITS = (*KERNEL_INITS, PYTORCH_DEFAULT)
 
 # The names the built-in heads answer to (`vaejax.heads`, which also holds the
 # registries that users extend).
-LIKELIHOODS = ('bernoulli', 'gaussian')
+LIKELIHOODS = ('bernoulli', 'gaussian', 'gaussian_sigmoid')
 POSTERIORS = ('diagonal', 'full_covariance')
 PRIORS = ('standard_normal', 'learned_diagonal', 'vamp')
 

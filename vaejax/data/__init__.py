@@ -41,6 +41,7 @@ import os
 import pathlib
 
 from vaejax import checks
+from vaejax.data import frey_face
 from vaejax.data import generated
 from vaejax.data import tfds_data
 from vaejax.data import user_files
@@ -124,6 +125,8 @@ def load(name, *, tfds_data_dir=None, tfds_manual_dir=None,
     dataset = user_files.read_file(name)
   elif spec.name in generated.GENERATED:
     dataset = generated.generate(spec)
+  elif spec.name == frey_face.NAME:
+    dataset = frey_face.load(spec, tfds_data_dir, tfds_manual_dir)
   else:
     dataset = tfds_data.load(spec, tfds_data_dir, tfds_manual_dir)
   check(dataset)
@@ -146,7 +149,10 @@ def check_available(name, *, tfds_data_dir=None, tfds_manual_dir=None):
     return
   data_dir = pathlib.Path(tfds_data_dir or os.environ.get('TFDS_DATA_DIR')
                           or '~/tensorflow_datasets').expanduser()
-  if not any(data_dir.glob(f'{spec.name}/*/dataset_info.json')):
+  prepared = (data_dir / spec.name / frey_face.FILE).is_file() if (
+      spec.name == frey_face.NAME) else any(
+          data_dir.glob(f'{spec.name}/*/dataset_info.json'))
+  if not prepared:
     tfds_data.check_manual_dir(spec, tfds_manual_dir)
 
 

@@ -55,6 +55,11 @@ DATASETS = {
         'fashion_mnist', 'grey', (28, 28, 1), (50_000, 10_000, 10_000),
         files=_MNIST_FILES,
         url='http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz'),
+    'frey_face': DatasetSpec(
+        'frey_face', 'grey', (28, 20, 1), (1565, 200, 200),
+        files=('frey_face.npz',),
+        url='https://cs.nyu.edu/~roweis/data/frey_rawface.mat',
+        tfds_splits=('train', 'valid', 'test')),
     'linear_gaussian': DatasetSpec(
         'linear_gaussian', 'real', (8, 8, 1), (2000, 500, 500)),
     'linear_gaussian_correlated': DatasetSpec(
