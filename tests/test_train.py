@@ -614,7 +614,7 @@ BAD_FLAGS = [
     ({'objective': 'iwae', 'analytic_kl': False},
      '--noanalytic_kl has no effect here'),
     ({'likelihood': 'bernoulli', 'gaussian_variance': '0.1'},
-     '--gaussian_variance applies to --likelihood=gaussian only'),
+     '--gaussian_variance applies to --likelihood=gaussian and gaussian_sigmoid only'),
     ({'optimizer': 'adagrad', 'adam_b1': 0.5}, '--adam_b1 applies to'),
     ({'optimizer': 'adagrad', 'adam_b2': 0.9}, '--adam_b2 applies to'),
     ({'conv_channels': (4, 8)}, '--conv_channels=4,8 has no effect here'),
