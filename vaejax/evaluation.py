@@ -137,20 +137,28 @@ def make_iwae(model_fn, num_samples, chunk_size, *, example_sharding=None):
 def make_latent_stats(model_fn, batch_size, *, example_sharding=None):
   """`latent_stats(params, x, key, *model_args)` -> (active units, `[L]` mean KL per dim).
 
-  `key` reaches only an encoder that draws randomness of its own.
+  `key` reaches only an encoder that draws randomness of its own. Each
+  example's posterior is reduced to its mean and per-dimension KL where it
+  is made, so no batch of posteriors is held (a full covariance's factors,
+  or a flow's networks, repeated per example).
   """
 
   def latent_stats(params, x, key, *model_args):
     model = models.adapt(model_fn(params, *model_args))
-    q = map_over_examples(
-        lambda indices: jax.vmap(model.posterior)(x[indices],
-                                                  _example_keys(key, indices)),
+    prior = model.prior()
+
+    def summary(x, key):
+      q = model.posterior(x, key)
+      return q.mean, _kl_per_dim(q, prior)
+
+    means, per_dim = map_over_examples(
+        lambda indices: jax.vmap(summary)(x[indices], _example_keys(key, indices)),
         x.shape[0], batch_size, example_sharding)
     if model.layers > 1:
-      return _active_per_layer(model, q.mean, key, batch_size,
+      return _active_per_layer(model, means, key, batch_size,
                                example_sharding), None
-    active = jnp.sum(jnp.var(q.mean, axis=0) > ACTIVE_UNIT_THRESHOLD)
-    return active, _mean_kl_per_dim(q, model.prior())
+    active = jnp.sum(jnp.var(means, axis=0) > ACTIVE_UNIT_THRESHOLD)
+    return active, None if per_dim is None else jnp.mean(per_dim, axis=0)
 
   return latent_stats
 
@@ -175,21 +183,18 @@ def _active_per_layer(model, means, key, batch_size, example_sharding):
   return jnp.stack(counts)
 
 
-def _mean_kl_per_dim(q, p):
-  """`[L]` mean over examples of each dimension's KL, where the KL is a sum
-  over dimensions (diagonal q, prior N(0, I) or diagonal); else None."""
+def _kl_per_dim(q, p):
+  """`[L]` one example's KL per dimension, where the KL is a sum over
+  dimensions (diagonal q, prior N(0, I) or diagonal); else None."""
   if not isinstance(q, distributions.DiagonalGaussian):
     return None
   if p is None or isinstance(p, distributions.StandardNormal):
-    per_dim = jax.vmap(jax.vmap(
-        lambda m, v: kl_lib.standard_normal_kl(m[None], v[None])))(q.mean, q.log_var)
-  elif isinstance(p, distributions.DiagonalGaussian):
-    one = lambda m, v, pm, pv: kl_lib.diag_gaussian_kl(m[None], v[None], pm[None], pv[None])
-    per_dim = jax.vmap(jax.vmap(one), in_axes=(0, 0, None, None))(
-        q.mean, q.log_var, p.mean, p.log_var)
-  else:
-    return None
-  return jnp.mean(per_dim, axis=0)
+    return jax.vmap(lambda m, v: kl_lib.standard_normal_kl(m[None], v[None]))(
+        q.mean, q.log_var)
+  if isinstance(p, distributions.DiagonalGaussian):
+    return jax.vmap(lambda m, v, pm, pv: kl_lib.diag_gaussian_kl(
+        m[None], v[None], pm[None], pv[None]))(q.mean, q.log_var, p.mean, p.log_var)
+  return None
 
 
 def make_final_evaluation(model_fn, *, batch_size, iwae_samples,
