@@ -25,6 +25,7 @@ from vaejax.estimators import piwae_surrogate
 from vaejax.inference import Samples
 from vaejax.inference import decode
 from vaejax.inference import encode
+from vaejax.inference import encode_arrays
 from vaejax.inference import interpolate
 from vaejax.inference import log_prob
 from vaejax.inference import reconstruct
@@ -64,6 +65,7 @@ __all__ = (
     "elbo_and_kl_per_layer",
     "elbo_surrogate",
     "encode",
+    "encode_arrays",
     "gaussian_kl",
     "gaussian_kl_tril",
     "gaussian_log_prob",

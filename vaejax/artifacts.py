@@ -205,9 +205,10 @@ def embed(workdir, *, split='test', output_dir=None, params='final',
   """Writes every example's q(z|x) of `split`, and a scatter plot of its means.
 
   `embeddings_<split>.npz` holds the posterior's arrays, batched over the
-  examples (`mean` and `log_var` for the diagonal Gaussian, `mean` and
-  `scale_tril` for the full covariance), and `labels` where the dataset has
-  them. `embeddings_<split>.png` plots the means (their first two principal
+  examples (`inference.encode_arrays`: `mean` and `log_var` for the
+  diagonal Gaussian, `mean` and `scale_tril` for the full covariance, a
+  flow's `base_mean`, `base_log_var` and `mean`), and `labels` where the
+  dataset has them. `embeddings_<split>.png` plots the means (their first two principal
   components where z has more than two dimensions), coloured by label.
 
   Returns:
@@ -217,15 +218,14 @@ def embed(workdir, *, split='test', output_dir=None, params='final',
   run = runs.load_run(workdir, params=params)
   out = _output_dir(workdir, output_dir)
   x, labels, _ = _inputs(run.config, split, tfds_data_dir, tfds_manual_dir)
-  q = inference.encode(run.model, x)
-  arrays = {f.name: np.asarray(getattr(q, f.name)) for f in dataclasses.fields(q)
-            if isinstance(getattr(q, f.name), jax.Array)}
+  arrays = {name: np.asarray(a)
+            for name, a in inference.encode_arrays(run.model, x).items()}
   if labels is not None:
     arrays['labels'] = np.asarray(labels)
   npz = out / f'embeddings_{split}.npz'
   np.savez(npz, **arrays)
   png = out / f'embeddings_{split}.png'
-  plot_embedding(png, np.asarray(q.mean), labels,
+  plot_embedding(png, arrays['mean'], labels,
                  f'posterior means of {len(x):,} {split} examples')
   log(f'wrote {npz}')
   log(f'wrote {png}')

@@ -16,6 +16,7 @@ does not need the memory of all of it at once. Example i's draws come from
   log_prob(model, x, key, K)           the importance-weighted log p(x) estimate
 """
 
+import dataclasses
 import functools
 import inspect
 from typing import NamedTuple
@@ -61,14 +62,6 @@ def _check_batch(name, x):
                      f'{jnp.shape(x)}')
 
 
-def _posterior_mean(q, call):
-  mean = getattr(q, 'mean', None)
-  if mean is None:
-    raise TypeError(f'{call} needs the posterior\'s mean; a {type(q).__name__} '
-                    'has none')
-  return mean
-
-
 def _mean_image(model, call):
   if model.mean_image is None:
     raise TypeError(f'{call} needs the model\'s mean_image(z), E[x|z], which '
@@ -89,6 +82,55 @@ def encode(model, x, key=None, *, chunk_size=CHUNK_SIZE):
   return _map(lambda i: jax.vmap(model.encode)(
       x[i], jax.vmap(functools.partial(jax.random.fold_in, key))(i)),
               x.shape[0], chunk_size)
+
+
+@_compiled
+def encode_arrays(model, x, key=None, *, chunk_size=CHUNK_SIZE):
+  """Each example's posterior as a dict of `[N, ...]` arrays: q's own array
+  fields (a diagonal Gaussian's `mean` and `log_var`, a full covariance's
+  `scale_tril`, a flow's base and context) and `mean`, where q has one.
+
+  Reduced example by example, so that parts shared by every example (a
+  flow's networks) are never repeated N times, as `encode`'s batched
+  distribution repeats them.
+  """
+  _check_batch('encode_arrays', x)
+  model = models.adapt(model)
+  key = jax.random.key(_DEFAULT_KEY) if key is None else key
+
+  def arrays(x, key):
+    q = model.encode(x, key)
+    fields = _array_fields(q)
+    mean = getattr(q, 'mean', None)
+    return fields if mean is None else {**fields, 'mean': mean}
+
+  return _map(lambda i: jax.vmap(arrays)(
+      x[i], jax.vmap(functools.partial(jax.random.fold_in, key))(i)),
+              x.shape[0], chunk_size)
+
+
+def _array_fields(q, prefix=''):
+  """The arrays of a dataclass distribution's fields, by name; a field that
+  is a distribution itself (a flow's base) as `base_mean`, `base_log_var`."""
+  if not dataclasses.is_dataclass(q):
+    return {}
+  fields = {}
+  for field in dataclasses.fields(q):
+    value = getattr(q, field.name)
+    if isinstance(value, jax.Array):
+      fields[prefix + field.name] = value
+    elif dataclasses.is_dataclass(value):
+      fields.update(_array_fields(value, f'{prefix}{field.name}_'))
+  return fields
+
+
+def _means(model, x, chunk_size, call):
+  """`[N, L]` the posterior means of `x`, example by example."""
+  arrays = encode_arrays(model, x, chunk_size=chunk_size)
+  if 'mean' not in arrays:
+    raise TypeError(f'{call} needs the posterior\'s mean, and the model\'s '
+                    'posterior has none')
+  return arrays['mean']
 
 
 @_compiled
@@ -167,8 +209,8 @@ def interpolate(model, x_a, x_b, num_steps, *, spherical=False,
   if jnp.shape(x_a) != jnp.shape(x_b):
     raise ValueError(f'interpolate: x_a {jnp.shape(x_a)} and x_b '
                      f'{jnp.shape(x_b)} must have one shape')
-  z_a = _posterior_mean(encode(model, x_a, chunk_size=chunk_size), 'interpolate')
-  z_b = _posterior_mean(encode(model, x_b, chunk_size=chunk_size), 'interpolate')
+  z_a = _means(model, x_a, chunk_size, 'interpolate')
+  z_b = _means(model, x_b, chunk_size, 'interpolate')
   t = jnp.linspace(0.0, 1.0, num_steps, dtype=z_a.dtype)
   path = (jax.vmap(functools.partial(_slerp, t=t))(z_a, z_b) if spherical
           else z_a[:, None] + t[None, :, None] * (z_b - z_a)[:, None])
@@ -181,7 +223,7 @@ def traverse(model, x, dim, values, *, chunk_size=CHUNK_SIZE):
   """Decoded posterior means of `x` `[N, ...]` with dimension `dim` set to each
   of `values` `[V]`: `[N, V, ...]`."""
   _check_batch('traverse', x)
-  z = _posterior_mean(encode(model, x, chunk_size=chunk_size), 'traverse')
+  z = _means(model, x, chunk_size, 'traverse')
   if not 0 <= dim < z.shape[-1]:
     raise ValueError(f'traverse: dim {dim} is not a dimension of z, which has '
                      f'{z.shape[-1]}')
