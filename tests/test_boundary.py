@@ -244,3 +244,31 @@ def test_a_registered_posterior_head_trains_alone_and_in_a_vectorised_sweep(
   assert [r['latent_dim'] for r in rows] == [1, 3]
   for name in ('test_elbo', 'test_log_likelihood', 'test_nll_iwae'):
     np.testing.assert_allclose(rows[1][name], alone[name], rtol=2e-5)
+
+
+def test_a_registered_heads_traits_are_checked_before_any_model(tmp_path,
+                                                                 monkeypatch):
+  """A head registered without a closed-form KL needs --noanalytic_kl, one
+  without log_prob refuses stl and dreg, one that cannot pad refuses a
+  vectorised sweep: each in one line, before any model or file."""
+  for name in ('POSTERIOR_HEADS', 'POSTERIOR_TRAITS'):
+    monkeypatch.setattr(heads, name, dict(getattr(heads, name)))
+  heads.register_posterior_head(
+      'opaque', lambda model, rngs: SoftplusScaleHead(model.latent_dim),
+      heads.Traits(closed_form_kl=False, log_prob=False, pads=False))
+  config = functools.partial(
+      config_lib.TrainConfig, workdir=str(tmp_path / 'run'),
+      dataset='linear_gaussian', likelihood='gaussian', posterior='opaque')
+  with pytest.raises(config_lib.ConfigError,
+                     match='--posterior=opaque has no closed-form KL'):
+    config_lib.validate(config())
+  config_lib.validate(config(analytic_kl=False))
+  with pytest.raises(config_lib.ConfigError,
+                     match='--posterior=opaque has no log_prob'):
+    config_lib.validate(config(objective='iwae', gradient_estimator='dreg'))
+  with pytest.raises(config_lib.ConfigError,
+                     match='--posterior=opaque cannot pad exactly'):
+    sweep.run(config(analytic_kl=False),
+              sweep.SweepFlags(latent_dims=(1, 3), seeds=(0,), vectorize=True),
+              log=lambda *_: None)
+  assert not (tmp_path / 'run').exists()

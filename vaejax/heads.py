@@ -29,6 +29,7 @@ nothing to the KL.
 
 import dataclasses
 import math
+from typing import NamedTuple
 
 from flax import nnx
 import jax
@@ -317,20 +318,55 @@ OBSERVATION_HEADS = {
 }
 
 
+class Traits(NamedTuple):
+  """What the config checks know of a registered head before any model is
+  built (`register_posterior_head`, `register_prior_head`).
+
+  Attributes:
+    closed_form_kl: KL(q || p) can be in closed form (where the other part
+      has one); False: the ELBO estimates it (--noanalytic_kl).
+    log_prob: a posterior's q has `log_prob(z)` at any z, as the stl and
+      dreg estimators need.
+    pads: a vectorised sweep pads it exactly (its `masked`); False: the
+      sweep refuses --vectorize.
+  """
+  closed_form_kl: bool = True
+  log_prob: bool = True
+  pads: bool = True
+
+
+POSTERIOR_TRAITS = {}
+PRIOR_TRAITS = {'vamp': Traits(closed_form_kl=False)}
+
+
 def _register(registry, kind, name, factory):
   if name in registry:
     raise ValueError(f'{kind} head {name!r} is already registered')
   registry[name] = factory
 
 
-def register_posterior_head(name, factory):
-  """Adds `factory(model, rngs) -> PosteriorHead` as `--posterior=name`."""
+def register_posterior_head(name, factory, traits=Traits()):
+  """Adds `factory(model, rngs) -> PosteriorHead` as `--posterior=name`,
+  with its `Traits`."""
   _register(POSTERIOR_HEADS, 'posterior', name, factory)
+  POSTERIOR_TRAITS[name] = traits
 
 
-def register_prior_head(name, factory):
-  """Adds `factory(model, rngs) -> PriorHead` as `--prior=name`."""
+def register_prior_head(name, factory, traits=Traits()):
+  """Adds `factory(model, rngs) -> PriorHead` as `--prior=name`, with its
+  `Traits` (`log_prob` and `pads` are the posterior's)."""
   _register(PRIOR_HEADS, 'prior', name, factory)
+  PRIOR_TRAITS[name] = traits
+
+
+def posterior_traits(name):
+  """The `Traits` of `--posterior=name`."""
+  return POSTERIOR_TRAITS.get(name, Traits())
+
+
+def prior_traits(name):
+  """The `Traits` of `--prior=name`."""
+  return PRIOR_TRAITS.get(name, Traits())
 
 
 def register_observation_head(name, factory):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from vaejax import checks
 from vaejax import estimators
+from vaejax import heads
 from vaejax import optim
 from vaejax.bounds import _batch_keys
 from vaejax.bounds import negative_elbo
@@ -153,9 +154,14 @@ def check_config(c):
   checks.check_choice('objective', c.objective, tuple(OBJECTIVES))
   checks.check_positive(c, 'num_samples')
   checks.check_non_negative(c, 'beta', 'kl_warmup_epochs')
-  if c.prior == 'vamp' and c.objective == 'elbo' and c.analytic_kl:
-    raise checks.ConfigError('--prior=vamp has no closed-form KL(q || p): add '
-                             '--noanalytic_kl (the KL estimated from the draws)')
+  if c.objective == 'elbo' and c.analytic_kl:
+    sampled = [f'--{name}={getattr(c, name)}' for name, traits in (
+        ('posterior', heads.posterior_traits(c.posterior)),
+        ('prior', heads.prior_traits(c.prior))) if not traits.closed_form_kl]
+    if sampled:
+      raise checks.ConfigError(f'{" and ".join(sampled)} has no closed-form '
+                               'KL(q || p): add --noanalytic_kl (the KL '
+                               'estimated from the draws)')
   weighted = c.objective in IMPORTANCE_WEIGHTED
   if weighted and (c.beta != 1 or c.kl_warmup_epochs):
     raise checks.ConfigError(f'--objective={c.objective} is an importance-weighted '
@@ -187,6 +193,12 @@ def _check_estimator(c):
         f'--gradient_estimator={estimator} is defined for --objective=elbo '
         f'(stl) and iwae (stl, dreg); --objective={c.objective} trains with '
         'its own gradient (--gradient_estimator=reparameterized)')
+  if not heads.posterior_traits(c.posterior).log_prob:
+    raise checks.ConfigError(
+        f'--gradient_estimator={estimator} evaluates log q(z) at the draws with '
+        f'the parameters stopped, and --posterior={c.posterior} has no '
+        'log_prob(z) (no closed-form inverse); use --gradient_estimator='
+        'reparameterized')
   if c.objective == 'elbo' and estimator == 'dreg':
     raise checks.ConfigError(
         '--gradient_estimator=dreg reweighs the importance-weighted bound\'s '

@@ -6,6 +6,7 @@ import numpy as np
 from vaejax import config as config_lib
 from vaejax import data
 from vaejax import files
+from vaejax import heads
 from vaejax import loop
 from vaejax import rundir
 from vaejax import step as step_lib
@@ -42,6 +43,12 @@ def run(base, flags, log=print):
         '--vectorize pads the members\' z, which a two-layer model '
         '(--top_latent_dim) feeds to q(z_2|z) and draws from p(z|z_2): its '
         'members train one after another; drop --vectorize')
+  pads = heads.posterior_traits(base.posterior).pads
+  if flags.vectorize and not pads:
+    raise config_lib.ConfigError(
+        f'--vectorize pads the members\' z, which --posterior={base.posterior} '
+        'cannot pad exactly (its head: vaejax.heads); its members train one '
+        'after another: drop --vectorize')
   if (members_lib.vectorizes(flags) and not two_layer
       and not jax.config.jax_threefry_partitionable):
     # Under the other threefry, a draw's bits depend on the shape of the
@@ -69,7 +76,8 @@ def run(base, flags, log=print):
       dataset = data.load(base.dataset, tfds_data_dir=base.tfds_data_dir,
                           tfds_manual_dir=base.tfds_manual_dir,
                           num_validation=base.num_validation)
-      if members_lib.vectorizes(flags) and not two_layer:
+      if (members_lib.vectorizes(flags) and not two_layer
+          and pads):
         _train_vectorized(todo, dataset, log)
       else:
         for config, run_dir in todo:
