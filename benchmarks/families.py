@@ -12,7 +12,11 @@ at latent sizes 20 and 200, with:
   learned_prior   a diagonal prior with learned mean and log-variance;
   vamp            the VampPrior with 500 pseudo-inputs (sampled KL): the
                   encoder also runs on the 500 pseudo-inputs every step
-                  (at latent size 20 only, unless --vamp_latent_dims says).
+                  (at latent size 20 only, unless --vamp_latent_dims says);
+  planar          the diagonal Gaussian through 10 planar maps (sampled KL);
+  iaf             through 2 IAF steps, MADEs 320-320, context 32 (sampled
+                  KL); the flows at latent size 20 only, unless
+                  --flow_latent_dims says.
 
 They alternate epoch by epoch for --repeats rounds after a warm-up epoch
 each; the script prints the median seconds per epoch, the spread and each
@@ -29,6 +33,8 @@ flags.DEFINE_integer('repeats', 3, 'Timed epochs per family.')
 flags.DEFINE_list('latent_dims', ['20', '200'], 'Latent sizes.')
 flags.DEFINE_list('vamp_latent_dims', ['20'], 'Latent sizes that also time the '
                   'VampPrior (at 200 its epoch takes about 100 s here).')
+flags.DEFINE_list('flow_latent_dims', ['20'], 'Latent sizes that also time the '
+                  'flows.')
 FLAGS = flags.FLAGS
 
 FAMILIES = {
@@ -36,7 +42,12 @@ FAMILIES = {
     'full_covariance': dict(posterior='full_covariance'),
     'learned_prior': dict(prior='learned_diagonal'),
     'vamp': dict(prior='vamp', vamp_components=500, analytic_kl=False),
+    'planar': dict(posterior='planar', flow_steps=10, analytic_kl=False),
+    'iaf': dict(posterior='iaf', flow_steps=2, analytic_kl=False),
 }
+# Each family timed only at the latent sizes its flag names.
+ONLY_AT = {'vamp': 'vamp_latent_dims', 'planar': 'flow_latent_dims',
+           'iaf': 'flow_latent_dims'}
 
 
 def main(argv):
@@ -46,7 +57,7 @@ def main(argv):
     configs = {
         name: common.flax_example_config(latent_dim=latent_dim, **overrides)
         for name, overrides in FAMILIES.items()
-        if name != 'vamp' or str(latent_dim) in FLAGS.vamp_latent_dims}
+        if name not in ONLY_AT or str(latent_dim) in FLAGS[ONLY_AT[name]].value}
     common.compare_epochs(dataset, configs, FLAGS.repeats,
                           f'latent size {latent_dim}')
 

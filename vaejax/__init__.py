@@ -22,6 +22,8 @@ from vaejax.estimators import elbo_surrogate
 from vaejax.estimators import iwae_surrogate
 from vaejax.estimators import miwae_bound
 from vaejax.estimators import piwae_surrogate
+from vaejax.flows import InverseAutoregressiveFlow
+from vaejax.flows import PlanarFlow
 from vaejax.inference import Samples
 from vaejax.inference import decode
 from vaejax.inference import encode
@@ -50,11 +52,13 @@ __all__ = (
     "DiagonalGaussian",
     "ElboTerms",
     "FullCovarianceGaussian",
+    "InverseAutoregressiveFlow",
     "LinearGaussian",
     "LinearGaussianChain",
     "LoadedRun",
     "LogDensities",
     "MixtureOfDiagonalGaussians",
+    "PlanarFlow",
     "Samples",
     "StandardNormal",
     "bernoulli_log_prob",

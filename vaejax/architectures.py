@@ -21,7 +21,7 @@ from vaejax import nets
 def _mlp(config, rngs):
   if config.top_latent_dim:
     common = _common(config)
-    for name in ('posterior', 'prior', 'vamp_components'):  # checked: the defaults
+    for name in ('posterior', 'prior', 'vamp_components', 'flow'):  # checked: the defaults
       del common[name]
     return nets.TwoLayerMLPVAE(
         config.spec.image_shape, config.latent_dim,
@@ -44,7 +44,10 @@ def _common(config):
               likelihood=config.likelihood,
               gaussian_variance=config.gaussian_variance,
               posterior=config.posterior, prior=config.prior,
-              vamp_components=config.vamp_components)
+              vamp_components=config.vamp_components,
+              flow=heads.FlowOptions(config.flow_steps,
+                                     tuple(config.flow_hidden_dims),
+                                     config.flow_context_dim))
 
 
 def _linear(config, rngs):
@@ -92,6 +95,9 @@ def abstract_model(config):
 # The networks vaejax builds; `--output_bias=data_mean` sets their output layer.
 BUILT_IN_ARCHITECTURES = ('mlp', 'conv', 'linear')
 OUTPUT_BIASES = ('zero', 'data_mean')
+# The flows (--flow_steps), and the posteriors a VampPrior cannot mix.
+FLOW_POSTERIORS = ('planar', 'iaf')
+NON_DIAGONAL_POSTERIORS = ('full_covariance', *FLOW_POSTERIORS)
 # The likelihoods that --gaussian_variance applies to.
 GAUSSIAN_LIKELIHOODS = ('gaussian', 'gaussian_sigmoid')
 
@@ -111,13 +117,20 @@ def check_config(c, spec):
   checks.check_choice('likelihood', c.likelihood, tuple(heads.OBSERVATION_HEADS))
   checks.check_choice('posterior', c.posterior, tuple(heads.POSTERIOR_HEADS))
   checks.check_choice('prior', c.prior, tuple(heads.PRIOR_HEADS))
-  checks.check_positive(c, 'vamp_components', 'latent_dim')
-  if c.prior == 'vamp' and c.posterior == 'full_covariance':
-    raise checks.ConfigError('--prior=vamp is a mixture of diagonal posteriors: '
-                             'it needs --posterior=diagonal')
+  checks.check_positive(c, 'vamp_components', 'latent_dim', 'flow_steps')
+  checks.check_non_negative(c, 'flow_context_dim')
+  if c.prior == 'vamp' and c.posterior in NON_DIAGONAL_POSTERIORS:
+    raise checks.ConfigError(f'--prior=vamp is a mixture of diagonal posteriors: '
+                             f'it needs --posterior=diagonal, not {c.posterior}')
+  if c.posterior == 'iaf':
+    checks.check_widths('flow_hidden_dims', c.flow_hidden_dims)
   ignored = [('gaussian_variance', '--likelihood=gaussian and gaussian_sigmoid')] * (
       c.likelihood not in GAUSSIAN_LIKELIHOODS)
   ignored += [('vamp_components', '--prior=vamp')] * (c.prior != 'vamp')
+  ignored += [('flow_steps', '--posterior=planar and iaf')] * (
+      c.posterior not in FLOW_POSTERIORS)
+  ignored += [(name, '--posterior=iaf') for name in (
+      'flow_hidden_dims', 'flow_context_dim')] * (c.posterior != 'iaf')
   ignored += [('top_hidden_dims', '--top_latent_dim above 0 (two layers)')] * (
       not c.top_latent_dim)
   ignored += {'mlp': [('conv_channels', '--architecture=conv')],

@@ -93,8 +93,20 @@ class TrainConfig:
   posterior: str = _field(
       'diagonal', 'q(z|x): diagonal, N(mean, diag(exp(log_var))); or '
       'full_covariance, N(mean, L L^T) with the encoder predicting the '
-      'Cholesky factor L; or a head registered with '
-      'vaejax.heads.register_posterior_head.')
+      'Cholesky factor L; or the flows planar, the diagonal Gaussian through '
+      '--flow_steps maps z + u tanh(w^T z + b) whose u, w, b the encoder '
+      'gives (Rezende & Mohamed 2015), and iaf, through --flow_steps inverse '
+      'autoregressive steps z <- sigma z + (1 - sigma) m, [m, s] = MADE(z, h) '
+      'of the encoder\'s context h (Kingma et al. 2016; the flows have no '
+      'closed-form KL: with --objective=elbo they need --noanalytic_kl); or '
+      'a head registered with vaejax.heads.register_posterior_head.')
+  flow_steps: int = _field(
+      2, '--posterior=planar and iaf: the number of maps T.')
+  flow_hidden_dims: tuple[int, ...] = _field(
+      (320, 320), '--posterior=iaf: the hidden widths of each step\'s MADE.')
+  flow_context_dim: int = _field(
+      32, '--posterior=iaf: the size of the context h the encoder gives each '
+      'step\'s MADE (0: none).')
   prior: str = _field(
       'standard_normal', 'p(z): standard_normal; learned_diagonal, N(m, '
       'diag(exp(v))) with m and v learned; or vamp, the VampPrior (Tomczak & '

@@ -67,6 +67,9 @@ def _check_point(dist, z, function):
                      f'(its dimension last); got {checks.shape_of(z)}')
 
 
+check_point = _check_point  # for the distributions of other modules (vaejax.flows)
+
+
 def _gaussian_log_prob(whitened, half_log_det):
   """log N at a point whose whitened offset L^-1 (z - mean) is `whitened` `[..., L]`."""
   dim = jnp.shape(whitened)[-1]

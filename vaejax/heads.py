@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from vaejax import distributions
+from vaejax import flows
 from vaejax import likelihoods
 
 # The encoder's log-variance is the identity of the network's output on this
@@ -169,6 +170,116 @@ class FullCovarianceHead(PosteriorHead):
     scale_tril = jnp.diag(jnp.exp(0.5 * bound_log_var(log_var)))
     return distributions.FullCovarianceGaussian(mean,
                                                 scale_tril.at[rows, cols].set(lower))
+
+
+class FlowOptions(NamedTuple):
+  """The flow posteriors' options: `steps` T (--flow_steps), and for the IAF
+  its MADE's `hidden_dims` (--flow_hidden_dims) and the encoder's context
+  size `context_dim` (--flow_context_dim)."""
+  steps: int = 2
+  hidden_dims: tuple = (320, 320)
+  context_dim: int = 32
+
+
+# The IAF's gate bias starts here, so that sigma = sigmoid(s) starts near 1
+# (0.73) and each step near the identity, as Kingma et al. (2016, section
+# 4) advise ("s_t ... initially sufficiently positive, close to +1 or +2").
+IAF_GATE_BIAS = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanarHead(PosteriorHead):
+  """q = `flows.PlanarFlow`: the diagonal base N(mean, diag(exp(log_var)))
+  through T planar maps whose u, w and b the encoder gives too (amortised, as
+  Rezende & Mohamed 2015), from [mean; log_var; u_1..u_T; w_1..w_T; b]."""
+
+  steps: int = 2
+
+  @property
+  def blocks(self):
+    k, steps = self.latent_dim, self.steps
+    return (k, k) + (k,) * (2 * steps) + (steps,)
+
+  def __call__(self, model, raw):
+    k, steps = self.latent_dim, self.steps
+    mean, log_var, maps, b = jnp.split(raw, [k, 2 * k, 2 * k + 2 * k * steps])
+    u, w = jnp.split(jnp.reshape(maps, (2 * steps, k)), 2)
+    return flows.PlanarFlow(
+        distributions.DiagonalGaussian(mean, bound_log_var(log_var)), u, w, b)
+
+  def masked(self, q, on):
+    """The base masked, u and w 0 off `on`: the maps leave those dimensions be."""
+    return flows.PlanarFlow(mask_posterior(q.base, on), jnp.where(on, q.u, 0.0),
+                            jnp.where(on, q.w, 0.0), q.b)
+
+
+def _planar(model, rngs):
+  del rngs
+  return PlanarHead(model.latent_dim, model.flow.steps)
+
+
+class IAFNetwork(nnx.Module):
+  """The T steps' MADE parameters of an IAF posterior, stacked over steps
+  (`flows.InverseAutoregressiveFlow.network`); kernels lecun-normal, biases
+  0 but the gate's, `IAF_GATE_BIAS`."""
+
+  def __init__(self, latent_dim, options, rngs):
+    steps, widths = options.steps, list(options.hidden_dims)
+    init = nnx.initializers.lecun_normal()
+
+    def kernel(d_in, d_out):
+      return nnx.Param(init(rngs.params(), (steps, d_in, d_out)))
+
+    self.kernels = nnx.List([kernel(a, b) for a, b in zip([latent_dim] + widths,
+                                                           widths)])
+    self.biases = nnx.List([nnx.Param(jnp.zeros((steps, h))) for h in widths])
+    if options.context_dim:
+      self.context_kernel = kernel(options.context_dim, widths[0])
+    self.mean_kernel = kernel(widths[-1], latent_dim)
+    self.mean_bias = nnx.Param(jnp.zeros((steps, latent_dim)))
+    self.gate_kernel = kernel(widths[-1], latent_dim)
+    self.gate_bias = nnx.Param(jnp.full((steps, latent_dim), IAF_GATE_BIAS))
+
+  def arrays(self):
+    """The parameters as `flows.InverseAutoregressiveFlow.network`."""
+    network = {'kernels': [k[...] for k in self.kernels],
+               'biases': [b[...] for b in self.biases]}
+    for name in ('context_kernel', 'mean_kernel', 'mean_bias', 'gate_kernel',
+                 'gate_bias'):
+      if hasattr(self, name):
+        network[name] = getattr(self, name)[...]
+    return network
+
+
+@dataclasses.dataclass(frozen=True)
+class IAFHead(PosteriorHead):
+  """q = `flows.InverseAutoregressiveFlow`: the diagonal base and the context
+  h from the encoder, [mean; log_var; h], through T steps of the model's
+  `iaf_network` (Kingma et al. 2016). Its MADEs are shaped by the latent
+  size, so a vectorised sweep cannot pad it."""
+
+  context_dim: int = 0
+
+  @property
+  def blocks(self):
+    return (self.latent_dim, self.latent_dim, self.context_dim)
+
+  def __call__(self, model, raw):
+    k = self.latent_dim
+    mean, log_var, context = jnp.split(raw, [k, 2 * k])
+    return flows.InverseAutoregressiveFlow(
+        distributions.DiagonalGaussian(mean, bound_log_var(log_var)), context,
+        model.iaf_network.arrays())
+
+  def masked(self, q, on):
+    raise TypeError('a vectorised sweep cannot pad an IAF posterior (its MADEs '
+                    'are shaped by the latent size); train its members one '
+                    'after another (--novectorize)')
+
+
+def _iaf(model, rngs):
+  model.iaf_network = IAFNetwork(model.latent_dim, model.flow, rngs)
+  return IAFHead(model.latent_dim, model.flow.context_dim)
 
 
 # --- Prior heads. ---
@@ -305,6 +416,8 @@ class GaussianObservation:
 POSTERIOR_HEADS = {
     'diagonal': lambda model, rngs: DiagonalHead(model.latent_dim),
     'full_covariance': lambda model, rngs: FullCovarianceHead(model.latent_dim),
+    'planar': _planar,
+    'iaf': _iaf,
 }
 PRIOR_HEADS = {
     'standard_normal': lambda model, rngs: StandardNormalPrior(model.latent_dim),
@@ -335,7 +448,8 @@ class Traits(NamedTuple):
   pads: bool = True
 
 
-POSTERIOR_TRAITS = {}
+POSTERIOR_TRAITS = {'planar': Traits(closed_form_kl=False, log_prob=False),
+                    'iaf': Traits(closed_form_kl=False, pads=False)}
 PRIOR_TRAITS = {'vamp': Traits(closed_form_kl=False)}
 
 

@@ -52,7 +52,7 @@ INITS = (*KERNEL_INITS, PYTORCH_DEFAULT)
 # The names the built-in heads answer to (`vaejax.heads`, which also holds the
 # registries that users extend).
 LIKELIHOODS = ('bernoulli', 'gaussian', 'gaussian_sigmoid')
-POSTERIORS = ('diagonal', 'full_covariance')
+POSTERIORS = ('diagonal', 'full_covariance', 'planar', 'iaf')
 PRIORS = ('standard_normal', 'learned_diagonal', 'vamp')
 
 bound_log_var = heads.bound_log_var
@@ -73,12 +73,13 @@ class VAE(nnx.Module):
   diagonal Gaussian with learned mean and log-variance starting at N(0, I),
   or the VampPrior of Tomczak & Welling 2018, the uniform mixture of the
   posteriors at `vamp_components` learned pseudo-inputs) and `posterior`
-  (posterior head: 'diagonal' or 'full_covariance').
+  (posterior head: 'diagonal', 'full_covariance', or the flows 'planar'
+  and 'iaf', shaped by `flow`, a `heads.FlowOptions`).
   """
 
   def __init__(self, data_shape, latent_dim, likelihood, gaussian_variance,
                posterior='diagonal', prior='standard_normal', vamp_components=500,
-               rngs=None):
+               rngs=None, flow=heads.FlowOptions()):
     self.data_shape = tuple(data_shape)
     self.latent_dim = latent_dim
     self.likelihood = likelihood
@@ -86,6 +87,7 @@ class VAE(nnx.Module):
     self.prior_kind = prior
     self.gaussian_variance = gaussian_variance
     self.vamp_components = vamp_components
+    self.flow = heads.FlowOptions(*flow)
     if prior == 'vamp' and posterior == 'full_covariance':
       raise ValueError('the VampPrior is a mixture of diagonal posteriors: it '
                        'needs a diagonal posterior')
@@ -185,9 +187,9 @@ class MLPVAE(VAE):
                activation='relu', kernel_init='lecun_normal',
                likelihood='bernoulli', gaussian_variance='learned',
                posterior='diagonal', prior='standard_normal', vamp_components=500,
-               rngs):
+               flow=heads.FlowOptions(), rngs):
     super().__init__(data_shape, latent_dim, likelihood, gaussian_variance,
-                     posterior, prior, vamp_components, rngs)
+                     posterior, prior, vamp_components, rngs, flow)
     act = ACTIVATIONS[activation]
     linear = _Layers(kernel_init, rngs).linear
     data_dim = math.prod(self.data_shape)
@@ -272,9 +274,9 @@ class LinearVAE(VAE):
   def __init__(self, data_shape, latent_dim, *, kernel_init='lecun_normal',
                likelihood='gaussian', gaussian_variance='learned',
                posterior='diagonal', prior='standard_normal', vamp_components=500,
-               rngs):
+               flow=heads.FlowOptions(), rngs):
     super().__init__(data_shape, latent_dim, likelihood, gaussian_variance,
-                     posterior, prior, vamp_components, rngs)
+                     posterior, prior, vamp_components, rngs, flow)
     linear = _Layers(kernel_init, rngs).linear
     data_dim = math.prod(self.data_shape)
     self.encoder = nnx.Sequential(
@@ -297,9 +299,9 @@ class ConvVAE(VAE):
                activation='relu', kernel_init='lecun_normal',
                likelihood='bernoulli', gaussian_variance='learned',
                posterior='diagonal', prior='standard_normal', vamp_components=500,
-               rngs):
+               flow=heads.FlowOptions(), rngs):
     super().__init__(data_shape, latent_dim, likelihood, gaussian_variance,
-                     posterior, prior, vamp_components, rngs)
+                     posterior, prior, vamp_components, rngs, flow)
     height, width, in_channels = self.data_shape
     if height % 4 or width % 4:
       raise ValueError(f'the conv VAE needs H and W divisible by 4, got {data_shape}')
