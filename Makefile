@@ -25,9 +25,10 @@ KW_FLAGS ?=
 BURDA_FLAGS ?=
 PYTHAE_FLAGS ?=
 FAMILY_FLAGS ?= --num_epochs=10 --eval_iwae_samples=100
+FLOW_FLAGS ?= --num_epochs=10
 MANUAL_DIR_FLAG = $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
-.PHONY: install test train sweep bench snr clean kingma_welling kingma_welling_frey burda burda_ablation burda_two_layer burda_two_layer_ablation pythae families
+.PHONY: install test train sweep bench snr clean kingma_welling kingma_welling_frey burda burda_ablation burda_two_layer burda_two_layer_ablation pythae families flows
 
 install: $(STAMP)
 
@@ -177,6 +178,24 @@ families: $(STAMP)
 	done
 	$(BIN)/python -m experiments.compare --output_dir=$(RESULTS_DIR)/families_mnist \
 	  --workdirs=$$(ls -d $(RESULTS_DIR)/families_mnist/*/ | paste -sd, -)
+
+# The flow posteriors beside the Gaussians on the Flax example's model, at
+# equal epochs (docs/results.md), and the exact-families experiment with
+# them; FLOW_FLAGS for another budget.
+flows: $(STAMP)
+	for family in '--posterior=diagonal' '--posterior=full_covariance' \
+	    '--posterior=planar --flow_steps=10 --noanalytic_kl' \
+	    '--posterior=iaf --flow_steps=2 --noanalytic_kl'; do \
+	  name=$$(echo $$family | cut -d' ' -f1-2 | tr -d '-' | tr ' =' '__'); \
+	  $(BIN)/python -m experiments.train \
+	    --flagfile=experiments/flags/flax_example.flags $$family \
+	    --workdir=$(RESULTS_DIR)/flows_mnist/$$name --noprogress \
+	    $(MANUAL_DIR_FLAG) $(FLOW_FLAGS) || exit 1; \
+	done
+	$(BIN)/python -m experiments.compare --output_dir=$(RESULTS_DIR)/flows_mnist \
+	  --workdirs=$$(ls -d $(RESULTS_DIR)/flows_mnist/*/ | paste -sd, -)
+	$(BIN)/python -m experiments.linear_gaussian_families \
+	  --workdir=$(RESULTS_DIR)/flows_exact
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -5,6 +5,7 @@ import hashlib
 import pathlib
 import subprocess
 import sys
+from typing import NamedTuple
 
 from flax import nnx
 import jax
@@ -173,6 +174,44 @@ def test_interpolations_and_traversals_decode_the_posterior_means():
     vaejax.decode(model, means[0])
   with pytest.raises(ValueError, match='interpolate: x_a .* and x_b .* must have one shape'):
     vaejax.interpolate(model, x[:2], x[:3], 5)
+
+
+def test_encode_arrays_are_the_batched_posteriors_fields():
+  """encode_arrays equals `encode`'s batched fields, for the diagonal and the
+  full covariance, at any chunk size; a posterior without a mean cannot be
+  interpolated, in one line."""
+  x = jax.random.uniform(jax.random.key(1), (5, 4, 4, 1))
+  for posterior, fields in (('diagonal', ['log_var', 'mean']),
+                            ('full_covariance', ['mean', 'scale_tril'])):
+    model = nets.MLPVAE((4, 4, 1), 3, hidden_dims=(8,), posterior=posterior,
+                        rngs=nnx.Rngs(0))
+    q = vaejax.encode(model, x)
+    for chunk_size in (2, 1024):
+      arrays = vaejax.encode_arrays(model, x, chunk_size=chunk_size)
+      assert sorted(arrays) == fields
+      for name in fields:
+        np.testing.assert_allclose(arrays[name], getattr(q, name), rtol=1e-6,
+                                   atol=1e-7)
+
+  class Shifted(NamedTuple):
+    """N(shift, I) without a `mean`: a posterior of the protocol's minimum."""
+    shift: jax.Array
+
+    def sample_and_log_prob(self, key, num_samples=None):
+      return vaejax.StandardNormal(3).sample_and_log_prob(key, num_samples)
+
+  class NoMean:
+    def encode(self, x):
+      return Shifted(jnp.mean(x))
+
+    def log_likelihood(self, x, z):
+      return -jnp.sum(jnp.square(x)) - jnp.sum(z)
+
+    def mean_image(self, z):
+      return jnp.zeros((4, 4, 1)) + jnp.sum(z)
+
+  with pytest.raises(TypeError, match="interpolate needs the posterior's mean"):
+    vaejax.interpolate(NoMean(), x[:2], x[2:4], 3)
 
 
 def test_generate_and_embed_write_what_the_helpers_compute(tmp_path):

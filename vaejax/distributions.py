@@ -67,7 +67,10 @@ def _check_point(dist, z, function):
                      f'(its dimension last); got {checks.shape_of(z)}')
 
 
-check_point = _check_point  # for the distributions of other modules (vaejax.flows)
+# For the distributions of other modules (vaejax.flows).
+check_point = _check_point
+pytree = _pytree
+lead = _lead
 
 
 def _gaussian_log_prob(whitened, half_log_det):

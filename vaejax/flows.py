@@ -26,7 +26,6 @@ in closed form, and says so in one line. The KL against any prior has no
 closed form: the ELBO estimates it from the draws.
 """
 
-import dataclasses
 import math
 
 import jax
@@ -39,12 +38,30 @@ from vaejax import distributions
 _LOG_2 = math.log(2.0)
 
 
-def _pytree(data_fields, meta_fields=()):
-  def register(cls):
-    cls = dataclasses.dataclass(frozen=True)(cls)
-    return jax.tree_util.register_dataclass(
-        cls, data_fields=list(data_fields), meta_fields=list(meta_fields))
-  return register
+_pytree = distributions.pytree
+_lead = distributions.lead
+
+
+class _Flow:
+  """What a flow does with its `base` and its `transform(z)` -> (f(z), log |det|)."""
+
+  def sample_and_log_prob(self, key, num_samples=None):
+    """z_T `[L]` or `[K, L]`, and log q_0(z_0) - sum_t log |det|, `[]` or `[K]`."""
+    z, log_q = self.base.sample_and_log_prob(key, num_samples)
+    z, log_det = self.transform(z)
+    return z, log_q - log_det
+
+  def sample(self, key, num_samples=None):
+    return self.sample_and_log_prob(key, num_samples)[0]
+
+  @property
+  def dim(self):
+    return self.base.dim
+
+  @property
+  def mean(self):
+    """The base's mean through the maps (module docstring)."""
+    return self.transform(self.base.mean)[0]
 
 
 def _check_base(name, base, function):
@@ -55,11 +72,6 @@ def _check_base(name, base, function):
 
 
 # --- Planar flows. ---
-
-
-def _lead(v, like):
-  """`v` `[..., n]` with ones prepended to the rank of `like` (no implicit rank promotion)."""
-  return jnp.expand_dims(v, tuple(range(jnp.ndim(like) - jnp.ndim(v))))
 
 
 def _log_softplus(x):
@@ -102,7 +114,7 @@ def planar(z, u, w, b):
 
 
 @_pytree(['base', 'u', 'w', 'b'])
-class PlanarFlow:
+class PlanarFlow(_Flow):
   """q = the base pushed through T planar maps (Rezende & Mohamed 2015).
 
   Attributes:
@@ -130,10 +142,6 @@ class PlanarFlow:
           f'{checks.shape_of(self.b)} for a base over [{self.dim}]; expected '
           '[T, L], [T, L] and [T] (use jax.vmap for a batch)')
 
-  @property
-  def dim(self):
-    return self.base.dim
-
   def transform(self, z):
     """(f_T o .. o f_1)(z) and the summed log |det|, for z `[..., L]`."""
     self.check_one('transform')
@@ -142,20 +150,6 @@ class PlanarFlow:
       z, step_log_det = planar(z, self.u[t], self.w[t], self.b[t])
       log_det = log_det + step_log_det
     return z, log_det
-
-  def sample_and_log_prob(self, key, num_samples=None):
-    """z_T `[L]` or `[K, L]`, and log q_0(z_0) - sum_t log |det|, `[]` or `[K]`."""
-    z, log_q = self.base.sample_and_log_prob(key, num_samples)
-    z, log_det = self.transform(z)
-    return z, log_q - log_det
-
-  def sample(self, key, num_samples=None):
-    return self.sample_and_log_prob(key, num_samples)[0]
-
-  @property
-  def mean(self):
-    """The base's mean through the maps (module docstring)."""
-    return self.transform(self.base.mean)[0]
 
   def log_prob(self, z):
     raise NotImplementedError(
@@ -232,7 +226,7 @@ def _iaf_step_inverse(network, t, y, context, activation):
 
 
 @_pytree(['base', 'context', 'network'], ['activation'])
-class InverseAutoregressiveFlow:
+class InverseAutoregressiveFlow(_Flow):
   """q = the base pushed through T IAF steps, the order reversed between steps.
 
   Attributes:
@@ -264,10 +258,6 @@ class InverseAutoregressiveFlow:
           f'[{self.dim}]; expected [C] and [T, L, H] (use jax.vmap for a batch)')
 
   @property
-  def dim(self):
-    return self.base.dim
-
-  @property
   def num_steps(self):
     return jnp.shape(self.network['gate_bias'])[0]
 
@@ -294,15 +284,6 @@ class InverseAutoregressiveFlow:
       z = below[..., ::-1] if t else below
     return z, log_det
 
-  def sample_and_log_prob(self, key, num_samples=None):
-    """z_T `[L]` or `[K, L]`, and log q_0(z_0) - sum_t log |det|, `[]` or `[K]`."""
-    z, log_q = self.base.sample_and_log_prob(key, num_samples)
-    z, log_det = self.transform(z)
-    return z, log_q - log_det
-
-  def sample(self, key, num_samples=None):
-    return self.sample_and_log_prob(key, num_samples)[0]
-
   def log_prob(self, z):
     """log q(z) for z `[..., L]`, through the inverse (`inverse`).
 
@@ -314,8 +295,3 @@ class InverseAutoregressiveFlow:
     value = self.base.log_prob(z0) - log_det
     overflowed = jnp.all(jnp.isfinite(z), axis=-1) & ~jnp.isfinite(value)
     return jnp.where(overflowed, -jnp.inf, value)
-
-  @property
-  def mean(self):
-    """The base's mean through the steps (module docstring)."""
-    return self.transform(self.base.mean)[0]
