@@ -192,11 +192,11 @@ def _made(network, t, z, context, activation):
   for kernel, bias, mask in zip(kernels[1:], network['biases'][1:], masks[1:-1]):
     hidden = hidden @ (kernel[t] * mask)
     hidden = activation(hidden + _lead(bias[t], hidden))
-  out_mask = masks[-1]
-  m = hidden @ (network['mean_kernel'][t] * out_mask)
-  s = hidden @ (network['gate_kernel'][t] * out_mask)
-  return (m + _lead(network['mean_bias'][t], m),
-          s + _lead(network['gate_bias'][t], s))
+  # m and s from one product: the output kernel is [mean | gate], each
+  # half under the output mask.
+  out = hidden @ (network['output_kernel'][t] * np.tile(masks[-1], (1, 2)))
+  m, s = jnp.split(out + _lead(network['output_bias'][t], out), 2, axis=-1)
+  return m, s
 
 
 def iaf_step(network, t, z, context, activation):
@@ -234,8 +234,8 @@ class InverseAutoregressiveFlow(_Flow):
     context: `[C]` the encoder's context h (C may be 0).
     network: the T steps' MADE parameters, each array stacked over steps:
       'kernels' (`[T, L, H_1]`, then `[T, H_i, H_{i+1}]`), 'biases'
-      (`[T, H_i]`), 'mean_kernel' and 'gate_kernel' `[T, H_n, L]`,
-      'mean_bias' and 'gate_bias' `[T, L]`, and where C > 0
+      (`[T, H_i]`), 'output_kernel' `[T, H_n, 2 L]` and 'output_bias'
+      `[T, 2 L]` (m's columns, then s's), and where C > 0
       'context_kernel' `[T, C, H_1]`.
     activation: the hidden layers' nonlinearity (static).
   """
@@ -249,8 +249,8 @@ class InverseAutoregressiveFlow(_Flow):
     _check_base('InverseAutoregressiveFlow', self.base, function)
     first = jnp.shape(self.network['kernels'][0])
     if (jnp.ndim(self.context) != 1 or len(first) != 3
-        or first[1] != self.dim or jnp.shape(self.network['gate_bias']) != (
-            first[0], self.dim)):
+        or first[1] != self.dim or jnp.shape(self.network['output_bias']) != (
+            first[0], 2 * self.dim)):
       raise ValueError(
           f'InverseAutoregressiveFlow.{function} takes one example: got context '
           f'{checks.shape_of(self.context)} and a first kernel '
@@ -259,7 +259,7 @@ class InverseAutoregressiveFlow(_Flow):
 
   @property
   def num_steps(self):
-    return jnp.shape(self.network['gate_bias'])[0]
+    return jnp.shape(self.network['output_bias'])[0]
 
   def transform(self, z):
     """The T steps at z `[..., L]`, the order reversed between steps, and the

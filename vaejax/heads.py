@@ -235,17 +235,17 @@ class IAFNetwork(nnx.Module):
     self.biases = nnx.List([nnx.Param(jnp.zeros((steps, h))) for h in widths])
     if options.context_dim:
       self.context_kernel = kernel(options.context_dim, widths[0])
-    self.mean_kernel = kernel(widths[-1], latent_dim)
-    self.mean_bias = nnx.Param(jnp.zeros((steps, latent_dim)))
-    self.gate_kernel = kernel(widths[-1], latent_dim)
-    self.gate_bias = nnx.Param(jnp.full((steps, latent_dim), IAF_GATE_BIAS))
+    # [m | s]: one product gives both (flows.iaf_step).
+    self.output_kernel = kernel(widths[-1], 2 * latent_dim)
+    self.output_bias = nnx.Param(jnp.concatenate(
+        [jnp.zeros((steps, latent_dim)),
+         jnp.full((steps, latent_dim), IAF_GATE_BIAS)], axis=-1))
 
   def arrays(self):
     """The parameters as `flows.InverseAutoregressiveFlow.network`."""
     network = {'kernels': [k[...] for k in self.kernels],
                'biases': [b[...] for b in self.biases]}
-    for name in ('context_kernel', 'mean_kernel', 'mean_bias', 'gate_kernel',
-                 'gate_bias'):
+    for name in ('context_kernel', 'output_kernel', 'output_bias'):
       if hasattr(self, name):
         network[name] = getattr(self, name)[...]
     return network
