@@ -49,6 +49,10 @@ def test_the_docs_pages_examples_run():
   # The NNX model with dropout trains: 20 Adam steps lower its loss.
   losses = pages['api.md']['nnx_losses']
   assert all(map(jnp.isfinite, losses)) and losses[-1] < losses[0] - 1
+  # The planar flow as a user's posterior: its draws, and an ELBO below log p(x).
+  api = pages['api.md']
+  assert api['z'].shape == (5, 3) and api['log_q'].shape == (5,)
+  assert float(api['terms'].elbo) < float(api['decoder'].log_marginal(api['x']))
 
 
 def test_readme_own_data_example_runs(tmp_path):
