@@ -64,24 +64,28 @@ def test_log_det_is_slogdet_of_the_jacobian(kind, dtype, tol):
   """Each map's log |det| and the whole flow's equal slogdet(jacfwd) at random points."""
   key = jax.random.key(0)
   flow = planar_flow(key, dtype) if kind == 'planar' else iaf_flow(key, dtype)
-  points = jax.random.normal(jax.random.key(1), (4, DIM), dtype) * 2.0
-  for z in points:
-    if kind == 'planar':
-      for t in range(3):
-        step = lambda z, t=t: flows.planar(z, flow.u[t], flow.w[t], flow.b[t])
-        np.testing.assert_allclose(step(z)[1], _slogdet_of(lambda z: step(z)[0], z),
-                                   atol=tol(2e-5, 1e-12))
-    else:
-      for t in range(2):
-        step = lambda z, t=t: flows.iaf_step(flow.network, t, z, flow.context,
-                                             flow.activation)
-        np.testing.assert_allclose(step(z)[1], _slogdet_of(lambda z: step(z)[0], z),
-                                   atol=tol(2e-5, 1e-12))
-    # The whole flow's Jacobian is nearly singular (det e^-16 here): float32's
-    # slogdet of it is good to a relative 1e-4.
-    whole = flow.transform(z)[1]
-    np.testing.assert_allclose(whole, _slogdet_of(lambda z: flow.transform(z)[0], z),
-                               rtol=tol(1e-4, 1e-12), atol=tol(5e-5, 1e-12))
+  if kind == 'planar':
+    steps = [lambda z, t=t: flows.planar(z, flow.u[t], flow.w[t], flow.b[t])
+             for t in range(3)]
+  else:
+    steps = [lambda z, t=t: flows.iaf_step(flow.network, t, z, flow.context,
+                                           flow.activation) for t in range(2)]
+
+  @jax.jit
+  @jax.vmap
+  def both(z):
+    """(log |det| by the flow, by slogdet) of each map at z, and the whole flow's."""
+    ours = [step(z)[1] for step in steps] + [flow.transform(z)[1]]
+    theirs = [_slogdet_of(lambda z, step=step: step(z)[0], z) for step in steps]
+    return (jnp.stack(ours), jnp.stack(
+        theirs + [_slogdet_of(lambda z: flow.transform(z)[0], z)]))
+
+  ours, theirs = both(jax.random.normal(jax.random.key(1), (4, DIM), dtype) * 2.0)
+  np.testing.assert_allclose(ours[:, :-1], theirs[:, :-1], atol=tol(2e-5, 1e-12))
+  # The whole flow's Jacobian is nearly singular (det e^-16 here): float32's
+  # slogdet of it is good to a relative 1e-4.
+  np.testing.assert_allclose(ours[:, -1], theirs[:, -1], rtol=tol(1e-4, 1e-12),
+                             atol=tol(5e-5, 1e-12))
 
 
 @pytest.mark.float64
@@ -371,8 +375,9 @@ def test_the_iaf_log_prob_splits_the_gradient_into_path_and_score(dtype, tol):
     return jnp.sum(jax.lax.stop_gradient(flow).log_prob(z))
 
   z_fixed = jax.lax.stop_gradient(flow.sample(key, 3))
-  score = jax.grad(lambda flow: jnp.sum(flow.log_prob(z_fixed)))(flow)
-  for g_total, g_path, g_score in zip(*(jax.tree.leaves(g) for g in (
-      jax.grad(total)(flow), jax.grad(path)(flow), score))):
+  score = lambda flow: jnp.sum(flow.log_prob(z_fixed))
+  grads = jax.jit(lambda flow: [jax.tree.leaves(jax.grad(f)(flow))
+                                for f in (total, path, score)])(flow)
+  for g_total, g_path, g_score in zip(*grads):
     np.testing.assert_allclose(g_path + g_score, g_total, rtol=tol(2e-3, 1e-8),
                                atol=tol(2e-3, 1e-8))
