@@ -13,6 +13,7 @@ from vaejax import artifacts
 from vaejax import config as config_lib
 from vaejax import sweep
 from vaejax import train
+from vaejax.sweep import members as members_lib
 
 _CONFIG = functools.partial(
     config_lib.TrainConfig, dataset='linear_gaussian', likelihood='gaussian',
@@ -35,13 +36,22 @@ def test_a_vectorised_sweep_trains_planar_members_as_alone(tmp_path):
     np.testing.assert_allclose(rows[1][name], alone[name], rtol=5e-5)
 
 
-def test_a_vectorised_iaf_sweep_is_refused_before_any_file(tmp_path):
+def test_a_vectorised_iaf_sweep_is_refused_before_any_file(tmp_path, monkeypatch):
+  """--vectorize is refused in one line; where vectorising is only the
+  default (an accelerator's), the members train one after another."""
   workdir = tmp_path / 'sweep'
+  config = _CONFIG(workdir=str(workdir), posterior='iaf', num_epochs=1,
+                   flow_hidden_dims=(8,))
   with pytest.raises(config_lib.ConfigError, match='--posterior=iaf cannot pad'):
-    sweep.run(_CONFIG(workdir=str(workdir), posterior='iaf', num_epochs=1),
-              sweep.SweepFlags(latent_dims=(1, 3), seeds=(0,), vectorize=True),
-              log=lambda *_: None)
+    sweep.run(config, sweep.SweepFlags(latent_dims=(1, 3), seeds=(0,),
+                                       vectorize=True), log=lambda *_: None)
   assert not workdir.exists()
+  monkeypatch.setattr(members_lib, 'vectorizes', lambda flags: True)
+  lines = []
+  rows = sweep.run(config, sweep.SweepFlags(latent_dims=(1,), seeds=(0,)),
+                   log=lines.append)
+  assert '--posterior=iaf cannot be padded: its members train one after another' in lines
+  assert len(rows) == 1 and np.isfinite(rows[0]['test_elbo'])
 
 
 def test_an_iaf_run_trains_with_dreg_and_is_loaded_and_used(tmp_path):

@@ -80,6 +80,9 @@ def run(base, flags, log=print):
           and pads):
         _train_vectorized(todo, dataset, log)
       else:
+        if members_lib.vectorizes(flags) and not pads:  # the accelerator default
+          log(f'--posterior={base.posterior} cannot be padded: its members '
+              'train one after another')
         for config, run_dir in todo:
           log(f'member {run_dir.name}')
           train.train_loaded(config, dataset, run_dir)
