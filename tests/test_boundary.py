@@ -264,7 +264,7 @@ def test_a_registered_heads_traits_are_checked_before_any_model(tmp_path,
     config_lib.validate(config())
   config_lib.validate(config(analytic_kl=False))
   with pytest.raises(config_lib.ConfigError,
-                     match='--posterior=opaque has no log_prob'):
+                     match='--posterior=opaque has no usable log_prob'):
     config_lib.validate(config(objective='iwae', gradient_estimator='dreg'))
   with pytest.raises(config_lib.ConfigError,
                      match='--posterior=opaque cannot pad exactly'):

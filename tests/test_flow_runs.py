@@ -54,15 +54,14 @@ def test_a_vectorised_iaf_sweep_is_refused_before_any_file(tmp_path, monkeypatch
   assert len(rows) == 1 and np.isfinite(rows[0]['test_elbo'])
 
 
-def test_an_iaf_run_trains_with_dreg_and_is_loaded_and_used(tmp_path):
-  """An IAF run (the IWAE bound with the doubly-reparameterised estimator,
-  whose log q goes through the flow's inverse) loads with `load_run`; its
-  batch helpers and `experiments.generate` work on it."""
+def test_an_iaf_run_trains_on_the_iwae_bound_and_is_loaded_and_used(tmp_path):
+  """An IAF run (the IWAE bound) loads with `load_run`; its batch helpers,
+  `experiments.generate` and `experiments.embed` work on it."""
   workdir = tmp_path / 'iaf'
   config = dataclasses.replace(
       _CONFIG(workdir=str(workdir), posterior='iaf', latent_dim=3,
               flow_hidden_dims=(16,), flow_context_dim=4, num_epochs=1,
-              objective='iwae', num_samples=4, gradient_estimator='dreg'),
+              objective='iwae', num_samples=4),
       analytic_kl=True)
   config_lib.validate(config)
   results = train.train_and_evaluate(config)

@@ -154,6 +154,16 @@ def test_the_constrained_u_keeps_planar_maps_invertible(dtype, tol):
   z0, log_q0 = flow.base.sample_and_log_prob(key, 7)
   np.testing.assert_allclose(z, z0, atol=tol(1e-5, 1e-13))
   np.testing.assert_allclose(log_q, log_q0, atol=tol(1e-5, 1e-13))
+  # Far negative w^T u at a = 0: the determinant is softplus(w^T u) ~ e^(w^T u),
+  # its log w^T u, finite with finite gradients (not log(0)).
+  edge = lambda z, u, w: flows.planar(z, u, w, 0.0)[1]
+  args = (jnp.zeros(2, dtype), jnp.full(2, -10.0, dtype), jnp.full(2, 10.0, dtype))
+  np.testing.assert_allclose(edge(*args), -200.0, rtol=1e-6)
+  assert all(np.all(np.isfinite(g)) for g in jax.grad(edge, argnums=(0, 1, 2))(*args))
+  # A w whose square underflows: the shift z + u tanh(b), log |det| 0.
+  np.testing.assert_array_equal(
+      edge(jnp.ones(2, dtype), jnp.ones(2, dtype), jnp.full(2, 1e-200 if dtype ==
+                                                          jnp.float64 else 1e-21, dtype)), 0.0)
   zero = flows.PlanarFlow(flow.base, jnp.zeros_like(flow.u), jnp.zeros_like(flow.w),
                           flow.b)
   z, log_q = zero.sample_and_log_prob(key, 7)  # w = 0, u = 0: exactly the base

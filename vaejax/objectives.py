@@ -196,8 +196,9 @@ def _check_estimator(c):
   if not heads.posterior_traits(c.posterior).log_prob:
     raise checks.ConfigError(
         f'--gradient_estimator={estimator} evaluates log q(z) at the draws with '
-        f'the parameters stopped, and --posterior={c.posterior} has no '
-        'log_prob(z) (no closed-form inverse); use --gradient_estimator='
+        f'the parameters stopped, and --posterior={c.posterior} has no usable '
+        'log_prob(z) (no inverse in closed form, or one too ill-conditioned '
+        'to train through: vaejax.heads.Traits); use --gradient_estimator='
         'reparameterized')
   if c.objective == 'elbo' and estimator == 'dreg':
     raise checks.ConfigError(
