@@ -428,6 +428,26 @@ def test_a_failed_restore_in_process_leaves_the_process_as_it_was(runs, tmp_path
   assert sys.stderr is stderr and sys.unraisablehook is hook
 
 
+def test_in_a_binary_a_failed_restore_stays_quiet_to_the_exit(runs, tmp_path,
+                                                             monkeypatch):
+  # A binary (`config.start_binary`) ends at the error: orbax's threads go on
+  # failing after it, so from the failure on only the main thread writes to
+  # stderr and unraisable reports are dropped (the race that could add their
+  # tracebacks to the one line).
+  workdir = shutil.copytree(runs / 'train', tmp_path / 'train')
+  DAMAGE['truncated, no digest'](workdir / 'checkpoints')
+  for name in ('stderr', 'unraisablehook'):  # put back after the test
+    monkeypatch.setattr(sys, name, getattr(sys, name))
+  monkeypatch.setattr(checkpoint, '_QUIET_AFTER_FAILURE', False)
+  checkpoint.quiet_after_a_failed_restore()
+  stderr, hook = sys.stderr, sys.unraisablehook
+  with pytest.raises(checkpoint.CheckpointError, match='cannot restore'):
+    train.train_and_evaluate(train_config(workdir))
+  assert isinstance(sys.stderr, checkpoint.MainThreadOnly)
+  assert sys.unraisablehook is not hook
+  sys.stderr = stderr
+
+
 @pytest.mark.parametrize('args, message', [
     ([], 'holds no finished run (results.json is missing)'),
     (['--iwae_samples=0'], '--iwae_samples and --repeats must be positive'),

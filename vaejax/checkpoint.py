@@ -125,20 +125,26 @@ class Checkpointer:
     # While restoring, only the main thread writes to stderr: a failed read
     # leaves TensorStore's other reads calling back into orbax's closed event
     # loop from their own threads, whose tracebacks would print beside the
-    # one-line error. Restored on return, failed or not (the binaries keep
-    # it so as they exit: `config.exit_with`).
+    # one-line error. Restored on return, failed or not, except in a binary
+    # (`quiet_after_a_failed_restore`), which ends at the error: there the
+    # threads go on failing until it exits.
     stderr = sys.stderr
     sys.stderr = MainThreadOnly(stderr)
+    failed = False
     try:
       restored = self._manager.restore(epoch, args=args)
     except Exception as e:  # orbax and tensorstore raise many kinds
+      failed = True
+      if _QUIET_AFTER_FAILURE:
+        sys.unraisablehook = lambda unraisable: None
       reason = ' '.join(str(e).split())[:300]
       raise CheckpointError(
           f'cannot restore the checkpoint of epoch {epoch} '
           f'({self._directory / str(epoch)}): {type(e).__name__}: {reason}; '
           'delete that folder to resume from the checkpoint before it') from None
     finally:
-      sys.stderr = stderr
+      if not (failed and _QUIET_AFTER_FAILURE):
+        sys.stderr = stderr
     return restored
 
   def close(self):
@@ -158,6 +164,18 @@ class Checkpointer:
       digest.update(str(path.relative_to(root)).encode() + b'\0')
       digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+_QUIET_AFTER_FAILURE = False
+
+
+def quiet_after_a_failed_restore():
+  """For the binaries, which end at a failed restore's one-line error: from
+  the failure on, only the main thread writes to stderr and unraisable
+  reports are dropped, up to the exit (`experiments.exit_with` keeps it so).
+  The library alone leaves the process as it found it."""
+  global _QUIET_AFTER_FAILURE
+  _QUIET_AFTER_FAILURE = True
 
 
 class MainThreadOnly:

@@ -268,6 +268,8 @@ def start_binary(argv, commands=()):
     raise SystemExit(f'error: unexpected arguments: {" ".join(given)}{hint}')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # library INFO logs on request only
+  from vaejax import checkpoint  # pylint: disable=g-import-not-at-top
+  checkpoint.quiet_after_a_failed_restore()  # the binary ends at the error
   return given[0] if given else None
 
 
