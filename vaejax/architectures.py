@@ -95,9 +95,6 @@ def abstract_model(config):
 # The networks vaejax builds; `--output_bias=data_mean` sets their output layer.
 BUILT_IN_ARCHITECTURES = ('mlp', 'conv', 'linear')
 OUTPUT_BIASES = ('zero', 'data_mean')
-# The flows (--flow_steps), and the posteriors a VampPrior cannot mix.
-FLOW_POSTERIORS = ('planar', 'iaf')
-NON_DIAGONAL_POSTERIORS = ('full_covariance', *FLOW_POSTERIORS)
 # The likelihoods that --gaussian_variance applies to.
 GAUSSIAN_LIKELIHOODS = ('gaussian', 'gaussian_sigmoid')
 
@@ -119,7 +116,7 @@ def check_config(c, spec):
   checks.check_choice('prior', c.prior, tuple(heads.PRIOR_HEADS))
   checks.check_positive(c, 'vamp_components', 'latent_dim', 'flow_steps')
   checks.check_non_negative(c, 'flow_context_dim')
-  if c.prior == 'vamp' and c.posterior in NON_DIAGONAL_POSTERIORS:
+  if c.prior == 'vamp' and c.posterior in nets.NON_DIAGONAL_POSTERIORS:
     raise checks.ConfigError(f'--prior=vamp is a mixture of diagonal posteriors: '
                              f'it needs --posterior=diagonal, not {c.posterior}')
   if c.posterior == 'iaf':
@@ -128,7 +125,7 @@ def check_config(c, spec):
       c.likelihood not in GAUSSIAN_LIKELIHOODS)
   ignored += [('vamp_components', '--prior=vamp')] * (c.prior != 'vamp')
   ignored += [('flow_steps', '--posterior=planar and iaf')] * (
-      c.posterior not in FLOW_POSTERIORS)
+      c.posterior not in nets.FLOW_POSTERIORS)
   ignored += [(name, '--posterior=iaf') for name in (
       'flow_hidden_dims', 'flow_context_dim')] * (c.posterior != 'iaf')
   ignored += [('top_hidden_dims', '--top_latent_dim above 0 (two layers)')] * (

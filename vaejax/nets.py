@@ -53,6 +53,9 @@ INITS = (*KERNEL_INITS, PYTORCH_DEFAULT)
 # registries that users extend).
 LIKELIHOODS = ('bernoulli', 'gaussian', 'gaussian_sigmoid')
 POSTERIORS = ('diagonal', 'full_covariance', 'planar', 'iaf')
+# The flows (--flow_steps), and the posteriors a VampPrior cannot mix.
+FLOW_POSTERIORS = ('planar', 'iaf')
+NON_DIAGONAL_POSTERIORS = ('full_covariance', *FLOW_POSTERIORS)
 PRIORS = ('standard_normal', 'learned_diagonal', 'vamp')
 
 bound_log_var = heads.bound_log_var
@@ -88,7 +91,7 @@ class VAE(nnx.Module):
     self.gaussian_variance = gaussian_variance
     self.vamp_components = vamp_components
     self.flow = heads.FlowOptions(*flow)
-    if prior == 'vamp' and posterior == 'full_covariance':
+    if prior == 'vamp' and posterior in NON_DIAGONAL_POSTERIORS:
       raise ValueError('the VampPrior is a mixture of diagonal posteriors: it '
                        'needs a diagonal posterior')
     self.observation_head = heads.build(heads.OBSERVATION_HEADS, 'likelihood',

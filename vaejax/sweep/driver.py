@@ -76,8 +76,7 @@ def run(base, flags, log=print):
       dataset = data.load(base.dataset, tfds_data_dir=base.tfds_data_dir,
                           tfds_manual_dir=base.tfds_manual_dir,
                           num_validation=base.num_validation)
-      if (members_lib.vectorizes(flags) and not two_layer
-          and pads):
+      if members_lib.vectorizes(flags) and not two_layer and pads:
         _train_vectorized(todo, dataset, log)
       else:
         if members_lib.vectorizes(flags) and not pads:  # the accelerator default
