@@ -28,7 +28,7 @@ FAMILY_FLAGS ?= --num_epochs=10 --eval_iwae_samples=100
 FLOW_FLAGS ?= --num_epochs=10
 MANUAL_DIR_FLAG = $(if $(TFDS_MANUAL_DIR),--tfds_manual_dir=$(TFDS_MANUAL_DIR))
 
-.PHONY: install test train sweep bench snr clean kingma_welling kingma_welling_frey burda burda_ablation burda_two_layer burda_two_layer_ablation pythae families flows
+.PHONY: install test train sweep bench snr clean kingma_welling kingma_welling_frey burda burda_ablation burda_two_layer burda_two_layer_ablation burda_estimators pythae families flows
 
 install: $(STAMP)
 
@@ -144,6 +144,33 @@ burda_ablation: $(STAMP)
 # $(RESULTS_DIR)/burda_two_layer_ablation/<change>.
 burda_two_layer_ablation: $(STAMP)
 	$(call burda_ablation_runs,burda_table1_two_layer,--objective=iwae --num_samples=1,$(RESULTS_DIR)/burda_two_layer_ablation)
+
+# Gradient estimators and Rainforth et al.'s bounds on Burda et al.'s
+# one-layer preset (docs/results.md), into $(RESULTS_DIR)/burda_estimators/
+# <run>: the IWAE at K = 5 and 50 with each estimator, MIWAE and PIWAE at
+# M = 8, K = 8 and CIWAE at beta = 0.05 over the same 64 draws; then a table
+# of them all. ESTIMATOR_FLAGS sets the budget.
+ESTIMATOR_FLAGS ?= --num_epochs=40
+ESTIMATOR_RUNS := \
+  'iwae_k5 --objective=iwae --num_samples=5' \
+  'iwae_k5_stl --objective=iwae --num_samples=5 --gradient_estimator=stl' \
+  'iwae_k5_dreg --objective=iwae --num_samples=5 --gradient_estimator=dreg' \
+  'iwae_k50_stl --objective=iwae --num_samples=50 --gradient_estimator=stl' \
+  'iwae_k50_dreg --objective=iwae --num_samples=50 --gradient_estimator=dreg' \
+  'iwae_k50 --objective=iwae --num_samples=50' \
+  'miwae_m8_k8 --objective=miwae --num_groups=8 --num_samples=8' \
+  'ciwae_k64 --objective=ciwae --ciwae_beta=0.05 --num_samples=64' \
+  'piwae_m8_k8 --objective=piwae --num_groups=8 --num_samples=8'
+
+burda_estimators: $(STAMP)
+	for run in $(ESTIMATOR_RUNS); do \
+	  $(BIN)/python -m experiments.train \
+	    --flagfile=experiments/flags/burda_table1.flags $${run#* } \
+	    --workdir=$(RESULTS_DIR)/burda_estimators/$${run%% *} --noprogress \
+	    $(MANUAL_DIR_FLAG) $(ESTIMATOR_FLAGS) || exit 1; \
+	done
+	$(BIN)/python -m experiments.compare --output_dir=$(RESULTS_DIR)/burda_estimators \
+	  --workdirs=$$(ls -d $(RESULTS_DIR)/burda_estimators/*/ | paste -sd, -)
 
 # The same six rows with two stochastic layers (burda_table1_two_layer.flags).
 burda_two_layer: $(STAMP)

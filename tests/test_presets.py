@@ -267,6 +267,41 @@ def test_make_burda_ablation_changes_one_flag_at_a_time(
   assert len(rows) == 8
 
 
+def test_make_burda_estimators_runs_each_estimator_and_bound(tmp_path):
+  calls = make_calls(tmp_path, 'burda_estimators', 'RESULTS_DIR=out',
+                     'TFDS_MANUAL_DIR=/data')
+  *runs, compare = calls
+  assert compare[:3] == ['-m', 'experiments.compare',
+                         '--output_dir=out/burda_estimators']
+  fields = ('objective', 'num_samples', 'gradient_estimator', 'num_groups',
+            'ciwae_beta')
+  got = {}
+  for call in runs:
+    assert call[:3] == ['-m', 'experiments.train',
+                        '--flagfile=experiments/flags/burda_table1.flags']
+    workdir, = [a for a in call if a.startswith('--workdir=')]
+    # Parsed as the binary parses it, at the 40 epochs, and valid.
+    config, _ = parse_preset('burda_table1.flags', *(
+        a for a in call[3:] if a != workdir and not a.startswith('--tfds')))
+    config_lib.validate(config)
+    assert config.num_epochs == 40
+    assert '--tfds_manual_dir=/data' in call
+    got[workdir.split('/')[-1]] = tuple(getattr(config, f) for f in fields)
+  assert got == {
+      'iwae_k5': ('iwae', 5, 'reparameterized', 1, 0.05),
+      'iwae_k5_stl': ('iwae', 5, 'stl', 1, 0.05),
+      'iwae_k5_dreg': ('iwae', 5, 'dreg', 1, 0.05),
+      'iwae_k50': ('iwae', 50, 'reparameterized', 1, 0.05),
+      'iwae_k50_stl': ('iwae', 50, 'stl', 1, 0.05),
+      'iwae_k50_dreg': ('iwae', 50, 'dreg', 1, 0.05),
+      # pythae's settings: M = 8 groups of K = 8, and beta = 0.05 over the
+      # same 64 draws.
+      'miwae_m8_k8': ('miwae', 8, 'reparameterized', 8, 0.05),
+      'piwae_m8_k8': ('piwae', 8, 'reparameterized', 8, 0.05),
+      'ciwae_k64': ('ciwae', 64, 'reparameterized', 1, 0.05),
+  }
+
+
 def test_make_kingma_welling_and_pythae_run_their_presets(tmp_path):
   calls = make_calls(tmp_path, 'kingma_welling', 'pythae', 'RESULTS_DIR=out',
                      'KW_FLAGS=--seeds=0,1', 'PYTHAE_FLAGS=--num_epochs=100')
