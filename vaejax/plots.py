@@ -149,7 +149,9 @@ def plot_learning_curves(path, curves):
   ax.set_ylabel('nats')
   ax.set_title('test ELBO (solid); training objective, running mean (dashed)')
   ax.grid(True, alpha=0.3)
-  ax.legend(loc='lower right')
+  # Beside the axes: inside, it hides the last epochs, where runs are told
+  # apart.
+  ax.legend(loc='upper left', bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
   fig.savefig(path, dpi=120)
 
 
